@@ -1,0 +1,47 @@
+# Entry points of the suite. `make run` starts it, `make test` proves it.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO  ?= cargo
+VENV   ?= .venv
+PY_REQ := scripts/requirements-test.txt
+STAMP  := $(VENV)/.installed-$(shell sha1sum $(PY_REQ) 2>/dev/null | cut -c1-12)
+
+.PHONY: help build build-debug run test unit lint fmt tools nextest clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+build: ## release binaries of every service (target/release)
+	$(CARGO) build --release --workspace --bins
+
+build-debug:
+	$(CARGO) build --workspace --bins
+
+run: build ## start product v1 and v2 locally and print how to call them
+	scripts/run-local.sh target/release
+
+test: tools nextest ## the whole test suite (real servers, real clients)
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+tools: $(STAMP) ## third-party test clients: Python grpcio (+reflection, health) and buf curl
+
+$(STAMP): $(PY_REQ)
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(PY_REQ)
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+nextest:
+	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)

@@ -1,0 +1,113 @@
+//! Telemetry and identity shared by every service of the suite: JSON logs
+//! with trace ids, OTLP trace export, W3C + B3 propagation, `x-request-id`,
+//! Prometheus metrics, and the pod identity behind `ServedBy`.
+
+pub mod env;
+pub mod grpc;
+mod identity;
+mod logging;
+pub mod metrics;
+pub mod propagation;
+pub mod shutdown;
+
+use std::time::Duration;
+
+use opentelemetry::{KeyValue, trace::TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
+use tracing_subscriber::{EnvFilter, fmt::format::JsonFields, layer::SubscriberExt, util::SubscriberInitExt};
+
+pub use env::ConfigError;
+pub use identity::Identity;
+pub use metrics::GrpcMetrics;
+pub use prometheus;
+
+/// Defaults keep the exporter's own chatter (h2, tonic, the OTel SDK) out of
+/// the log stream and out of the exported spans.
+const DEFAULT_FILTER: &str = "info,h2=warn,hyper=warn,hyper_util=warn,tower=warn,tonic=warn,opentelemetry=warn,opentelemetry_sdk=warn";
+
+/// What `init` needs; `from_env` reads the standard `OTEL_*` variables.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub identity: Identity,
+    /// `OTEL_SERVICE_NAME`, the binary's name when unset.
+    pub service_name: String,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; no export at all when unset.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Settings {
+    pub fn from_env(identity: Identity) -> Result<Self, ConfigError> {
+        let service_name = env::string("OTEL_SERVICE_NAME", &identity.service)?;
+        let otlp_endpoint = env::optional("OTEL_EXPORTER_OTLP_ENDPOINT")?;
+        if let Some(ep) = &otlp_endpoint
+            && !(ep.starts_with("http://") || ep.starts_with("https://"))
+        {
+            return Err(ConfigError::new(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                ep,
+                "expected an http:// or https:// URL of an OTLP/gRPC receiver, e.g. http://jaeger-collector:4317",
+            ));
+        }
+        Ok(Self { identity, service_name, otlp_endpoint })
+    }
+}
+
+/// Owns the providers; `shutdown` flushes what is buffered.
+pub struct Telemetry {
+    tracer_provider: SdkTracerProvider,
+    pub registry: prometheus::Registry,
+    pub grpc: GrpcMetrics,
+}
+
+/// Installs the global subscriber, propagator and tracer provider. Call it
+/// inside a Tokio runtime: the OTLP exporter makes a lazy tonic channel.
+pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
+    propagation::install();
+    let id = &settings.identity;
+    let resource = Resource::builder()
+        .with_service_name(settings.service_name.clone())
+        .with_attributes([
+            KeyValue::new("service.version", id.version.clone()),
+            KeyValue::new("service.instance.id", id.pod.clone()),
+            KeyValue::new("k8s.pod.name", id.pod.clone()),
+            KeyValue::new("k8s.namespace.name", id.namespace.clone()),
+            KeyValue::new("k8s.node.name", id.node.clone()),
+        ])
+        .build();
+
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .with_timeout(Duration::from_secs(3))
+            .build()?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let tracer_provider = builder.build();
+    opentelemetry::global::set_tracer_provider(tracer_provider.clone());
+
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer(settings.service_name.clone()));
+    let fmt = tracing_subscriber::fmt::layer()
+        .fmt_fields(JsonFields::new())
+        .event_format(logging::JsonLines::new(id))
+        .with_writer(std::io::stdout);
+    // Several tests in one process may call init: the first subscriber stays.
+    let _ = tracing_subscriber::registry().with(filter).with(otel).with(fmt).try_init();
+
+    let registry = prometheus::Registry::new();
+    let grpc = GrpcMetrics::new(&registry)?;
+    Ok(Telemetry { tracer_provider, registry, grpc })
+}
+
+impl Telemetry {
+    /// Exports buffered spans (bounded by the exporter timeout) and stops.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.tracer_provider.force_flush() {
+            tracing::warn!(error = %e, "flushing spans failed");
+        }
+        let _ = self.tracer_provider.shutdown();
+    }
+}

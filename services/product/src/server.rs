@@ -1,0 +1,159 @@
+//! Assembles the gRPC server (ProductService, health, reflection v1 and
+//! v1alpha, behind the telemetry layer) and runs it through a graceful stop.
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use anyhow::Context as _;
+use proto::product::product_service_server::ProductServiceServer;
+use telemetry::{GrpcMetrics, grpc::GrpcServerLayer};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::{catalog::Catalog, config::Config, service::ProductApi};
+
+pub const SERVICE_NAME: &str = "product.ProductService";
+
+/// Methods that stream, for the open-streams gauge.
+const STREAMING_METHODS: &[&str] = &[
+    "/product.ProductService/WatchPrices",
+    "/product.ProductService/AgentSync",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub metrics: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(cfg: &Config) -> anyhow::Result<Self> {
+        let grpc_addr = SocketAddr::new(cfg.bind_addr, cfg.port);
+        let grpc = TcpListener::bind(grpc_addr)
+            .await
+            .with_context(|| format!("cannot bind PORT on {grpc_addr}"))?;
+        let metrics = telemetry::metrics::bind(SocketAddr::new(cfg.bind_addr, cfg.metrics_port)).await?;
+        Ok(Self { grpc, metrics })
+    }
+}
+
+pub fn load_catalog(cfg: &Config) -> anyhow::Result<Catalog> {
+    Ok(match &cfg.catalog_path {
+        Some(path) => Catalog::load(path)?,
+        None => Catalog::embedded(),
+    })
+}
+
+/// Serves until `stop` resolves, then: health NOT_SERVING, no new calls,
+/// in-flight calls finish, open streams end with UNAVAILABLE, all within
+/// `shutdown_grace`.
+pub async fn run(
+    cfg: Config,
+    catalog: Catalog,
+    metrics: GrpcMetrics,
+    listeners: Listeners,
+    stop: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let draining = CancellationToken::new();
+    let api = ProductApi::new(Arc::new(catalog), &cfg.identity, cfg.faults);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ProductServiceServer<ProductApi>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let layer = GrpcServerLayer::new(&cfg.identity, metrics.clone(), draining.clone())
+        .with_streaming_methods(STREAMING_METHODS.iter().copied());
+
+    let grpc_addr = listeners.grpc.local_addr()?;
+    let metrics_addr = listeners.metrics.local_addr()?;
+    let metrics_task = tokio::spawn(telemetry::metrics::serve(
+        metrics.registry.clone(),
+        listeners.metrics,
+        draining.clone().cancelled_owned(),
+    ));
+
+    let stopping = draining.clone();
+    let server = tonic::transport::Server::builder()
+        .layer(layer)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ProductServiceServer::new(api).max_decoding_message_size(telemetry::grpc::DEFAULT_MAX_MESSAGE_BYTES))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc), stopping.cancelled_owned());
+    tokio::pin!(server);
+
+    tracing::info!(
+        grpc = %grpc_addr,
+        metrics = %metrics_addr,
+        version = %cfg.identity.version,
+        faults = cfg.faults.is_active(),
+        "product service listening"
+    );
+
+    tokio::select! {
+        res = &mut server => return res.context("gRPC server failed"),
+        () = stop => {}
+    }
+
+    tracing::info!(grace_secs = cfg.shutdown_grace.as_secs(), "shutting down: NOT_SERVING, draining calls and streams");
+    health.set_not_serving::<ProductServiceServer<ProductApi>>().await;
+    health.set_service_status("", ServingStatus::NotServing).await;
+    draining.cancel();
+    match tokio::time::timeout(cfg.shutdown_grace, &mut server).await {
+        Ok(res) => res.context("gRPC server failed while draining")?,
+        Err(_) => tracing::warn!("drain took longer than SHUTDOWN_GRACE_SECS; closing the remaining connections"),
+    }
+    let _ = metrics_task.await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// A server running in this process, for tests and tools.
+pub struct Handle {
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Handle {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Starts the graceful stop without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Stops and waits until the server has drained.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.begin_shutdown();
+        self.task.await.context("server task panicked")?
+    }
+}
+
+/// Binds the configured ports (0 = ephemeral) and serves in the background.
+pub async fn spawn(cfg: Config, metrics: GrpcMetrics) -> anyhow::Result<Handle> {
+    let catalog = load_catalog(&cfg)?;
+    let listeners = Listeners::bind(&cfg).await?;
+    let addr = listeners.grpc.local_addr()?;
+    let metrics_addr = listeners.metrics.local_addr()?;
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(run(cfg, catalog, metrics, listeners, async {
+        let _ = rx.await;
+    }));
+    Ok(Handle { addr, metrics_addr, stop: Some(tx), task })
+}
