@@ -51,7 +51,9 @@ pub mod validate {
         }
         let chars = id.chars().count();
         if chars > MAX_PRODUCT_ID_CHARS {
-            return Err(format!("{field} is {chars} characters long; at most {MAX_PRODUCT_ID_CHARS} are allowed"));
+            return Err(format!(
+                "{field} is {chars} characters long; at most {MAX_PRODUCT_ID_CHARS} are allowed"
+            ));
         }
         if let Some(c) = id.chars().find(|c| c.is_control() || (c.is_whitespace() && *c != ' ')) {
             return Err(format!("{field} contains the non-printable character {:?}", c));

@@ -12,7 +12,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(variable: &str, value: &str, reason: impl Into<String>) -> Self {
-        Self { variable: variable.to_owned(), value: value.to_owned(), reason: reason.into() }
+        Self {
+            variable: variable.to_owned(),
+            value: value.to_owned(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -30,9 +34,7 @@ pub fn optional(name: &str) -> Result<Option<String>, ConfigError> {
         Ok(v) if v.trim().is_empty() => Ok(None),
         Ok(v) => Ok(Some(v)),
         Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(v)) => {
-            Err(ConfigError::new(name, &v.to_string_lossy(), "not valid UTF-8"))
-        }
+        Err(std::env::VarError::NotUnicode(v)) => Err(ConfigError::new(name, &v.to_string_lossy(), "not valid UTF-8")),
     }
 }
 
@@ -46,12 +48,19 @@ where
     T: FromStr + PartialOrd + fmt::Display + Copy,
 {
     let Some(raw) = optional(name)? else { return Ok(default) };
-    let v: T = raw
-        .trim()
-        .parse()
-        .map_err(|_| ConfigError::new(name, &raw, format!("expected a number from {} to {}", range.start(), range.end())))?;
+    let v: T = raw.trim().parse().map_err(|_| {
+        ConfigError::new(
+            name,
+            &raw,
+            format!("expected a number from {} to {}", range.start(), range.end()),
+        )
+    })?;
     if !range.contains(&v) {
-        return Err(ConfigError::new(name, &raw, format!("must be from {} to {}", range.start(), range.end())));
+        return Err(ConfigError::new(
+            name,
+            &raw,
+            format!("must be from {} to {}", range.start(), range.end()),
+        ));
     }
     Ok(v)
 }
@@ -77,8 +86,7 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     if let Ok(secs) = raw.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    let d = humantime::parse_duration(raw)
-        .map_err(|e| format!("expected a duration such as 5s, 250ms or 1m ({e})"))?;
+    let d = humantime::parse_duration(raw).map_err(|e| format!("expected a duration such as 5s, 250ms or 1m ({e})"))?;
     if d.is_zero() {
         return Err("must be greater than zero".into());
     }
@@ -103,6 +111,9 @@ mod tests {
     #[test]
     fn error_names_the_variable() {
         let e = ConfigError::new("FAULT_ABORT_PERCENT", "200", "must be from 0 to 100");
-        assert_eq!(e.to_string(), "invalid FAULT_ABORT_PERCENT=\"200\": must be from 0 to 100");
+        assert_eq!(
+            e.to_string(),
+            "invalid FAULT_ABORT_PERCENT=\"200\": must be from 0 to 100"
+        );
     }
 }

@@ -80,7 +80,10 @@ impl GrpcServerLayer {
 impl<S> tower_layer::Layer<S> for GrpcServerLayer {
     type Service = GrpcServer<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcServer { inner, shared: self.shared.clone() }
+        GrpcServer {
+            inner,
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -136,7 +139,13 @@ where
         // Must happen before the span is entered or its context read.
         let _ = span.set_parent(propagation::extract_http(req.headers()));
 
-        let guard = CallGuard::start(shared.clone(), service, method, span.clone(), shared.streaming.contains(&path));
+        let guard = CallGuard::start(
+            shared.clone(),
+            service,
+            method,
+            span.clone(),
+            shared.streaming.contains(&path),
+        );
         let limit = shared.max_message_bytes;
         let req = req.map(|b| tonic::body::Body::new(LimitedBody::new(b, limit)));
 
@@ -155,10 +164,20 @@ where
             // Trailers-only response (an error before any message): done now.
             if let Some(code) = grpc_status(res.headers()) {
                 guard.finish(code, grpc_message(res.headers()).as_deref());
-                return Ok(res.map(|b| ObservedBody { inner: b, guard: None, shutdown: None, done: false }));
+                return Ok(res.map(|b| ObservedBody {
+                    inner: b,
+                    guard: None,
+                    shutdown: None,
+                    done: false,
+                }));
             }
             let shutdown = Some(Box::pin(shared.shutdown.clone().cancelled_owned()));
-            Ok(res.map(|b| ObservedBody { inner: b, guard: Some(guard), shutdown, done: false }))
+            Ok(res.map(|b| ObservedBody {
+                inner: b,
+                guard: Some(guard),
+                shutdown,
+                done: false,
+            }))
         })
     }
 }
@@ -244,9 +263,19 @@ impl CallGuard {
         let m = &shared.metrics;
         m.started.with_label_values(&[&service, &method, &shared.version]).inc();
         if streaming {
-            m.open_streams.with_label_values(&[&service, &method, &shared.version]).inc();
+            m.open_streams
+                .with_label_values(&[&service, &method, &shared.version])
+                .inc();
         }
-        Self { shared, service, method, span, start: Instant::now(), streaming, finished: false }
+        Self {
+            shared,
+            service,
+            method,
+            span,
+            start: Instant::now(),
+            streaming,
+            finished: false,
+        }
     }
 
     fn finish(mut self, code: i32, message: Option<&str>) {
@@ -261,10 +290,16 @@ impl CallGuard {
         let elapsed = self.start.elapsed();
         let (m, v) = (&self.shared.metrics, self.shared.version.as_str());
         let name = code_name(code);
-        m.handled.with_label_values(&[&self.service, &self.method, name, v]).inc();
-        m.handling_seconds.with_label_values(&[&self.service, &self.method, name, v]).observe(elapsed.as_secs_f64());
+        m.handled
+            .with_label_values(&[&self.service, &self.method, name, v])
+            .inc();
+        m.handling_seconds
+            .with_label_values(&[&self.service, &self.method, name, v])
+            .observe(elapsed.as_secs_f64());
         if self.streaming {
-            m.open_streams.with_label_values(&[&self.service, &self.method, v]).dec();
+            m.open_streams
+                .with_label_values(&[&self.service, &self.method, v])
+                .dec();
         }
         self.span.record("rpc.grpc.status_code", code);
         if is_server_error(code) {
@@ -347,7 +382,10 @@ where
                     let msg = "server is shutting down; reconnect";
                     let mut trailers = HeaderMap::new();
                     trailers.insert("grpc-status", HeaderValue::from_static("14"));
-                    trailers.insert("grpc-message", HeaderValue::from_static("server%20is%20shutting%20down%3B%20reconnect"));
+                    trailers.insert(
+                        "grpc-message",
+                        HeaderValue::from_static("server%20is%20shutting%20down%3B%20reconnect"),
+                    );
                     if let Some(g) = this.guard.take() {
                         g.finish(14, Some(msg));
                     }
@@ -364,7 +402,11 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.done { SizeHint::with_exact(0) } else { self.inner.size_hint() }
+        if self.done {
+            SizeHint::with_exact(0)
+        } else {
+            self.inner.size_hint()
+        }
     }
 }
 
@@ -380,7 +422,15 @@ pin_project_lite::pin_project! {
 
 impl<B> LimitedBody<B> {
     fn new(inner: B, limit: usize) -> Self {
-        Self { inner, scan: FrameScan { limit, header: [0; 5], have: 0, remaining: 0 } }
+        Self {
+            inner,
+            scan: FrameScan {
+                limit,
+                header: [0; 5],
+                have: 0,
+                remaining: 0,
+            },
+        }
     }
 }
 
@@ -462,7 +512,12 @@ mod tests {
 
     #[test]
     fn frame_scan_accepts_messages_up_to_the_limit_across_chunks() {
-        let mut s = FrameScan { limit: 10, header: [0; 5], have: 0, remaining: 0 };
+        let mut s = FrameScan {
+            limit: 10,
+            header: [0; 5],
+            have: 0,
+            remaining: 0,
+        };
         let mut bytes = frame(10);
         bytes.extend(frame(3));
         for chunk in bytes.chunks(2) {
@@ -473,7 +528,12 @@ mod tests {
 
     #[test]
     fn frame_scan_rejects_the_first_oversized_header_even_when_split() {
-        let mut s = FrameScan { limit: 10, header: [0; 5], have: 0, remaining: 0 };
+        let mut s = FrameScan {
+            limit: 10,
+            header: [0; 5],
+            have: 0,
+            remaining: 0,
+        };
         let bytes = frame(11);
         assert!(s.scan(&bytes[..3]).is_ok());
         assert_eq!(s.scan(&bytes[3..6]), Err(11));

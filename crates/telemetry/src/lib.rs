@@ -24,7 +24,8 @@ pub use prometheus;
 
 /// Defaults keep the exporter's own chatter (h2, tonic, the OTel SDK) out of
 /// the log stream and out of the exported spans.
-const DEFAULT_FILTER: &str = "info,h2=warn,hyper=warn,hyper_util=warn,tower=warn,tonic=warn,opentelemetry=warn,opentelemetry_sdk=warn";
+const DEFAULT_FILTER: &str =
+    "info,h2=warn,hyper=warn,hyper_util=warn,tower=warn,tonic=warn,opentelemetry=warn,opentelemetry_sdk=warn";
 
 /// What `init` needs; `from_env` reads the standard `OTEL_*` variables.
 #[derive(Debug, Clone)]
@@ -49,7 +50,11 @@ impl Settings {
                 "expected an http:// or https:// URL of an OTLP/gRPC receiver, e.g. http://jaeger-collector:4317",
             ));
         }
-        Ok(Self { identity, service_name, otlp_endpoint })
+        Ok(Self {
+            identity,
+            service_name,
+            otlp_endpoint,
+        })
     }
 }
 
@@ -95,11 +100,19 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
         .event_format(logging::JsonLines::new(id))
         .with_writer(std::io::stdout);
     // Several tests in one process may call init: the first subscriber stays.
-    let _ = tracing_subscriber::registry().with(filter).with(otel).with(fmt).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(otel)
+        .with(fmt)
+        .try_init();
 
     let registry = prometheus::Registry::new();
     let grpc = GrpcMetrics::new(&registry)?;
-    Ok(Telemetry { tracer_provider, registry, grpc })
+    Ok(Telemetry {
+        tracer_provider,
+        registry,
+        grpc,
+    })
 }
 
 impl Telemetry {

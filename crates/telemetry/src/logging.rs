@@ -36,7 +36,10 @@ where
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let meta = event.metadata();
         let mut obj = Map::new();
-        obj.insert("timestamp".into(), humantime::format_rfc3339_micros(SystemTime::now()).to_string().into());
+        obj.insert(
+            "timestamp".into(),
+            humantime::format_rfc3339_micros(SystemTime::now()).to_string().into(),
+        );
         obj.insert("level".into(), meta.level().as_str().into());
         obj.insert("target".into(), meta.target().into());
 

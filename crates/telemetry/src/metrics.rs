@@ -30,12 +30,18 @@ impl GrpcMetrics {
             &["grpc_service", "grpc_method", "version"],
         )?;
         let handled = IntCounterVec::new(
-            Opts::new("grpc_server_handled_total", "RPCs completed on the server, by status code."),
+            Opts::new(
+                "grpc_server_handled_total",
+                "RPCs completed on the server, by status code.",
+            ),
             &["grpc_service", "grpc_method", "grpc_code", "version"],
         )?;
         let handling_seconds = HistogramVec::new(
-            HistogramOpts::new("grpc_server_handling_seconds", "Time from the request to the last response frame.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "grpc_server_handling_seconds",
+                "Time from the request to the last response frame.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["grpc_service", "grpc_method", "grpc_code", "version"],
         )?;
         let open_streams = IntGaugeVec::new(
@@ -46,7 +52,13 @@ impl GrpcMetrics {
         registry.register(Box::new(handled.clone()))?;
         registry.register(Box::new(handling_seconds.clone()))?;
         registry.register(Box::new(open_streams.clone()))?;
-        Ok(Self { registry: registry.clone(), started, handled, handling_seconds, open_streams })
+        Ok(Self {
+            registry: registry.clone(),
+            started,
+            handled,
+            handling_seconds,
+            open_streams,
+        })
     }
 }
 
@@ -71,7 +83,13 @@ pub async fn serve(
         "/metrics",
         get(move || {
             let body = render(&registry);
-            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response() }
+            async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    body,
+                )
+                    .into_response()
+            }
         }),
     );
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await

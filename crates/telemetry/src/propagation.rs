@@ -20,7 +20,9 @@ pub const FORWARDED_HEADERS: &[&str] = &[REQUEST_ID, "user-type", "x-user-id"];
 /// `traceparent` takes precedence over B3 when a caller sends both.
 pub fn propagator() -> TextMapCompositePropagator {
     TextMapCompositePropagator::new(vec![
-        Box::new(opentelemetry_propagator_b3::Propagator::with_encoding(opentelemetry_propagator_b3::B3Encoding::MultipleHeader)),
+        Box::new(opentelemetry_propagator_b3::Propagator::with_encoding(
+            opentelemetry_propagator_b3::B3Encoding::MultipleHeader,
+        )),
         Box::new(TraceContextPropagator::new()),
     ])
 }
@@ -71,7 +73,10 @@ pub struct MetadataInjector<'a>(pub &'a mut MetadataMap);
 
 impl Injector for MetadataInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(k), Ok(v)) = (MetadataKey::from_bytes(key.as_bytes()), MetadataValue::try_from(value.as_str())) {
+        if let (Ok(k), Ok(v)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value.as_str()),
+        ) {
             self.0.insert(k, v);
         }
     }

@@ -2,9 +2,8 @@
 //! with the `agent-version` and `agent-id` metadata when it opens the stream;
 //! every ping gets a pong naming this pod, so stickiness is visible.
 
-use std::{pin::Pin, time::SystemTime};
+use std::time::SystemTime;
 
-use futures_util::Stream;
 use proto::{
     common::ServedBy,
     product::{AgentPing, AgentPong},
@@ -14,11 +13,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming, metadata::MetadataMap};
 use tracing::Instrument;
 
+use crate::service::BoxStream;
+
 const MAX_META_CHARS: usize = 128;
 
-type PongStream = Pin<Box<dyn Stream<Item = Result<AgentPong, Status>> + Send>>;
-
-pub(crate) fn start(served_by: ServedBy, req: Request<Streaming<AgentPing>>) -> Result<PongStream, Status> {
+pub(crate) fn start(served_by: ServedBy, req: Request<Streaming<AgentPing>>) -> Result<BoxStream<AgentPong>, Status> {
     let agent_version = meta(req.metadata(), "agent-version")?;
     let agent_id = meta(req.metadata(), "agent-id")?;
     let mut inbound = req.into_inner();
@@ -45,7 +44,11 @@ pub(crate) fn start(served_by: ServedBy, req: Request<Streaming<AgentPing>>) -> 
                     Ok(None) => break "agent closed the stream".to_string(),
                     Err(status) => break format!("agent stream failed: {}", status.message()),
                 };
-                tracing::info!(seq = ping.seq, "Received ping from agent-id={agent_id} message={}", ping.message);
+                tracing::info!(
+                    seq = ping.seq,
+                    "Received ping from agent-id={agent_id} message={}",
+                    ping.message
+                );
                 pongs += 1;
                 let pong = AgentPong {
                     seq: ping.seq,
@@ -71,7 +74,9 @@ pub(crate) fn start(served_by: ServedBy, req: Request<Streaming<AgentPing>>) -> 
 /// A printable metadata value; absent means "unknown" (the gateway then
 /// routes the stream to v1, as for any unrecognised version).
 fn meta(md: &MetadataMap, key: &str) -> Result<String, Status> {
-    let Some(v) = md.get(key) else { return Ok("unknown".into()) };
+    let Some(v) = md.get(key) else {
+        return Ok("unknown".into());
+    };
     let s = v
         .to_str()
         .map_err(|_| Status::invalid_argument(format!("metadata {key} must be printable ASCII")))?;

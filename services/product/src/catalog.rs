@@ -39,7 +39,12 @@ pub enum CatalogError {
     #[error("cannot read catalog {path}: {source}")]
     Read { path: String, source: std::io::Error },
     #[error("invalid catalog {path}: line {line}, column {column}: {reason}")]
-    Invalid { path: String, line: usize, column: usize, reason: String },
+    Invalid {
+        path: String,
+        line: usize,
+        column: usize,
+        reason: String,
+    },
 }
 
 impl Catalog {
@@ -50,13 +55,22 @@ impl Catalog {
 
     pub fn load(path: &Path) -> Result<Self, CatalogError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read { path: shown.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {
+            path: shown.clone(),
+            source,
+        })?;
         Self::parse(&shown, &text)
     }
 
     pub fn parse(path: &str, text: &str) -> Result<Self, CatalogError> {
-        let invalid = |line, column, reason: String| CatalogError::Invalid { path: path.to_owned(), line, column, reason };
-        let file: File = serde_json::from_str(text).map_err(|e| invalid(e.line(), e.column(), strip_position(&e.to_string())))?;
+        let invalid = |line, column, reason: String| CatalogError::Invalid {
+            path: path.to_owned(),
+            line,
+            column,
+            reason,
+        };
+        let file: File =
+            serde_json::from_str(text).map_err(|e| invalid(e.line(), e.column(), strip_position(&e.to_string())))?;
         if file.products.is_empty() {
             return Err(invalid(1, 1, "products must list at least one product".into()));
         }
@@ -69,16 +83,32 @@ impl Catalog {
             let line = text[..offset].matches('\n').count() + 1;
             let column = offset - text[..offset].rfind('\n').map_or(0, |i| i + 1) + 1;
             let entry: RawItem = serde_json::from_str(raw.get()).map_err(|e| {
-                let col = if e.line() == 1 { column + e.column() - 1 } else { e.column() };
-                invalid(line + e.line() - 1, col, format!("products[{n}]: {}", strip_position(&e.to_string())))
+                let col = if e.line() == 1 {
+                    column + e.column() - 1
+                } else {
+                    e.column()
+                };
+                invalid(
+                    line + e.line() - 1,
+                    col,
+                    format!("products[{n}]: {}", strip_position(&e.to_string())),
+                )
             })?;
             let item = check(entry, n).map_err(|why| invalid(line, column, why))?;
             if let Some(first) = index.insert(item.id.clone(), n) {
-                return Err(invalid(line, column, format!("products[{n}].id {:?} repeats products[{first}].id", item.id)));
+                return Err(invalid(
+                    line,
+                    column,
+                    format!("products[{n}].id {:?} repeats products[{first}].id", item.id),
+                ));
             }
             items.push(item);
         }
-        Ok(Self { currency: file.currency, items, index })
+        Ok(Self {
+            currency: file.currency,
+            items,
+            index,
+        })
     }
 
     pub fn get(&self, id: &str) -> Option<&Item> {
@@ -120,7 +150,9 @@ fn currency<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     if c.len() == 3 && c.chars().all(|ch| ch.is_ascii_uppercase()) {
         Ok(c)
     } else {
-        Err(de::Error::custom(format!("currency {c:?} must be a three-letter ISO 4217 code such as USD")))
+        Err(de::Error::custom(format!(
+            "currency {c:?} must be a three-letter ISO 4217 code such as USD"
+        )))
     }
 }
 
@@ -150,7 +182,9 @@ fn check(raw: RawItem, n: usize) -> Result<Item, String> {
     if let Some(r) = raw.rating
         && (!(0.0..=5.0).contains(&r.average) || r.count < 0)
     {
-        return Err(format!("products[{n}].rating: average must be 0 to 5 and count not negative"));
+        return Err(format!(
+            "products[{n}].rating: average must be 0 to 5 and count not negative"
+        ));
     }
     Ok(Item {
         id: raw.id,
@@ -221,16 +255,30 @@ mod tests {
             .to_string();
         assert!(e.contains("line 3") && e.contains("products[0].price \"cheap\""), "{e}");
 
-        let e = Catalog::parse("c.json", "{\"currency\": \"USD\", \"products\": [}").unwrap_err().to_string();
+        let e = Catalog::parse("c.json", "{\"currency\": \"USD\", \"products\": [}")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 1"), "{e}");
 
-        let e = Catalog::parse("c.json", "{\"currency\": \"USD\", \"products\": [], \"extra\": 1}").unwrap_err().to_string();
+        let e = Catalog::parse("c.json", "{\"currency\": \"USD\", \"products\": [], \"extra\": 1}")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `extra`"), "{e}");
 
-        let e = Catalog::parse("c.json", "{\"currency\": \"USD\", \"products\": []}").unwrap_err().to_string();
+        let e = Catalog::parse("c.json", "{\"currency\": \"USD\", \"products\": []}")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at least one product"), "{e}");
 
-        let e = Catalog::parse("c.json", "{\"currency\": \"USD\",\n\"products\": [\n\n  {\"id\": \"1\", \"nme\": \"A\"}]}").unwrap_err().to_string();
-        assert!(e.starts_with("invalid catalog c.json: line 4,") && e.contains("unknown field `nme`"), "{e}");
+        let e = Catalog::parse(
+            "c.json",
+            "{\"currency\": \"USD\",\n\"products\": [\n\n  {\"id\": \"1\", \"nme\": \"A\"}]}",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("invalid catalog c.json: line 4,") && e.contains("unknown field `nme`"),
+            "{e}"
+        );
     }
 }

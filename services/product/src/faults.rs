@@ -24,7 +24,11 @@ impl Faults {
             None => None,
             Some(raw) => Some(parse_code(&raw).map_err(|why| ConfigError::new("FAULT_ABORT_CODE", &raw, why))?),
         };
-        Ok(Self { delay, abort_percent, abort_code })
+        Ok(Self {
+            delay,
+            abort_percent,
+            abort_code,
+        })
     }
 
     pub fn is_active(&self) -> bool {
@@ -38,7 +42,10 @@ impl Faults {
         }
         if self.abort_percent > 0.0 && rand::random::<f64>() * 100.0 < self.abort_percent {
             let code = self.abort_code.unwrap_or(Code::Unavailable);
-            return Err(Status::new(code, format!("fault injected: FAULT_ABORT_PERCENT={}", self.abort_percent)));
+            return Err(Status::new(
+                code,
+                format!("fault injected: FAULT_ABORT_PERCENT={}", self.abort_percent),
+            ));
         }
         Ok(())
     }
@@ -53,7 +60,11 @@ pub fn parse_code(raw: &str) -> Result<Code, String> {
         }
         return Err("expected a gRPC error code from 1 to 16, or its name such as UNAVAILABLE".into());
     }
-    let wanted: String = raw.chars().filter(|c| *c != '_').collect::<String>().to_ascii_lowercase();
+    let wanted: String = raw
+        .chars()
+        .filter(|c| *c != '_')
+        .collect::<String>()
+        .to_ascii_lowercase();
     (1..=16)
         .map(Code::from_i32)
         .find(|c| {
@@ -79,7 +90,11 @@ mod tests {
 
     #[tokio::test]
     async fn full_abort_always_fails_with_the_code() {
-        let f = Faults { delay: Duration::ZERO, abort_percent: 100.0, abort_code: Some(Code::Internal) };
+        let f = Faults {
+            delay: Duration::ZERO,
+            abort_percent: 100.0,
+            abort_code: Some(Code::Internal),
+        };
         assert_eq!(f.apply().await.unwrap_err().code(), Code::Internal);
         assert!(Faults::default().apply().await.is_ok());
     }

@@ -62,13 +62,18 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ProductServiceServer<ProductApi>>().await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Each reflection service also lists the other protocol, so a client of
+    // either version can see that both are served (as grpc-go does).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1alpha = reflection()
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
     let layer = GrpcServerLayer::new(&cfg.identity, metrics.clone(), draining.clone())
@@ -88,7 +93,9 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ProductServiceServer::new(api).max_decoding_message_size(telemetry::grpc::DEFAULT_MAX_MESSAGE_BYTES))
+        .add_service(
+            ProductServiceServer::new(api).max_decoding_message_size(telemetry::grpc::DEFAULT_MAX_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc), stopping.cancelled_owned());
     tokio::pin!(server);
 
@@ -105,7 +112,10 @@ pub async fn run(
         () = stop => {}
     }
 
-    tracing::info!(grace_secs = cfg.shutdown_grace.as_secs(), "shutting down: NOT_SERVING, draining calls and streams");
+    tracing::info!(
+        grace_secs = cfg.shutdown_grace.as_secs(),
+        "shutting down: NOT_SERVING, draining calls and streams"
+    );
     health.set_not_serving::<ProductServiceServer<ProductApi>>().await;
     health.set_service_status("", ServingStatus::NotServing).await;
     draining.cancel();
@@ -155,5 +165,10 @@ pub async fn spawn(cfg: Config, metrics: GrpcMetrics) -> anyhow::Result<Handle> 
     let task = tokio::spawn(run(cfg, catalog, metrics, listeners, async {
         let _ = rx.await;
     }));
-    Ok(Handle { addr, metrics_addr, stop: Some(tx), task })
+    Ok(Handle {
+        addr,
+        metrics_addr,
+        stop: Some(tx),
+        task,
+    })
 }

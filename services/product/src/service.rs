@@ -48,7 +48,14 @@ impl ProductApi {
             price: Some(Money::from_micros(&self.catalog.currency, item.price_micros)),
             stock: item.stock,
             categories: item.categories.clone(),
-            rating: if self.ratings { item.rating.map(|r| Rating { average: r.average, count: r.count }) } else { None },
+            rating: if self.ratings {
+                item.rating.map(|r| Rating {
+                    average: r.average,
+                    count: r.count,
+                })
+            } else {
+                None
+            },
             served_by,
         }
     }
@@ -62,7 +69,8 @@ impl ProductApi {
     }
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+/// The response stream type of both streaming RPCs.
+pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ProductService for ProductApi {
@@ -93,7 +101,14 @@ impl ProductService for ProductApi {
         let total = self.catalog.len();
         let size = page_size as usize;
         let start = (page_number as usize - 1).saturating_mul(size);
-        let products = self.catalog.items().iter().skip(start).take(size).map(|i| self.product(i, None)).collect();
+        let products = self
+            .catalog
+            .items()
+            .iter()
+            .skip(start)
+            .take(size)
+            .map(|i| self.product(i, None))
+            .collect();
         let total_pages = total.div_ceil(size);
         Ok(Response::new(ListProductsResponse {
             products,
@@ -110,7 +125,10 @@ impl ProductService for ProductApi {
 
     type WatchPricesStream = BoxStream<PriceUpdate>;
 
-    async fn watch_prices(&self, req: Request<WatchPricesRequest>) -> Result<Response<Self::WatchPricesStream>, Status> {
+    async fn watch_prices(
+        &self,
+        req: Request<WatchPricesRequest>,
+    ) -> Result<Response<Self::WatchPricesStream>, Status> {
         watch::start(self, req.into_inner()).map(Response::new)
     }
 

@@ -2,12 +2,8 @@
 //! price and stock drifts, both pure functions of time, so every watcher and
 //! every pod of a version report the same figures at the same moment.
 
-use std::{
-    pin::Pin,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::Stream;
 use proto::{
     common::{Money, ServedBy},
     product::{PriceUpdate, WatchPricesRequest},
@@ -17,16 +13,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tracing::Instrument;
 
-use crate::{catalog::Item, service::ProductApi};
+use crate::{
+    catalog::Item,
+    service::{BoxStream, ProductApi},
+};
 
 pub const DEFAULT_INTERVAL_MS: u32 = 1000;
 pub const MIN_INTERVAL_MS: u32 = 50;
 pub const MAX_INTERVAL_MS: u32 = 60_000;
 
-pub(crate) fn start(
-    api: &ProductApi,
-    req: WatchPricesRequest,
-) -> Result<Pin<Box<dyn Stream<Item = Result<PriceUpdate, Status>> + Send>>, Status> {
+pub(crate) fn start(api: &ProductApi, req: WatchPricesRequest) -> Result<BoxStream<PriceUpdate>, Status> {
     let interval_ms = match req.interval_ms {
         0 => DEFAULT_INTERVAL_MS,
         n if (MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&n) => n,
@@ -80,7 +76,9 @@ fn update(item: &Item, currency: &str, now: SystemTime, sequence: u64, served_by
     let phase = item.id.bytes().map(f64::from).sum::<f64>();
     let wave = (t / 30.0 + phase).sin();
     let price = (item.price_micros as f64 * (1.0 + 0.05 * wave)).round() as i64;
-    let stock = (f64::from(item.stock) * (0.8 + 0.2 * (t / 45.0 + phase).cos())).round().max(0.0) as i32;
+    let stock = (f64::from(item.stock) * (0.8 + 0.2 * (t / 45.0 + phase).cos()))
+        .round()
+        .max(0.0) as i32;
     PriceUpdate {
         product_id: item.id.clone(),
         price: Some(Money::from_micros(currency, price)),

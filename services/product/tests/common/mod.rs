@@ -38,8 +38,12 @@ pub async fn client(h: &Handle) -> ProductServiceClient<Channel> {
 
 /// `GET /metrics` over a plain TCP connection.
 pub async fn metrics(h: &Handle) -> String {
-    let mut s = tokio::net::TcpStream::connect(h.metrics_addr).await.expect("metrics port");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(h.metrics_addr)
+        .await
+        .expect("metrics port");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "metrics answered: {out}");
