@@ -83,10 +83,12 @@ pub fn duration(name: &str, default: Duration) -> Result<Duration, ConfigError> 
 
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
-    if let Ok(secs) = raw.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let d = humantime::parse_duration(raw).map_err(|e| format!("expected a duration such as 5s, 250ms or 1m ({e})"))?;
+    let d = match raw.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            humantime::parse_duration(raw).map_err(|e| format!("expected a duration such as 5s, 250ms or 1m ({e})"))?
+        }
+    };
     if d.is_zero() {
         return Err("must be greater than zero".into());
     }
@@ -105,6 +107,7 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("0ms").is_err());
+        assert!(parse_duration("0").is_err());
         assert!(parse_duration("").is_err());
     }
 

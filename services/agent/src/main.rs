@@ -1,1 +1,74 @@
-fn main() {}
+//! `agent`: keeps an AgentSync stream to ProductService open and pings it.
+//! Exit codes: 0 after SIGTERM/SIGINT or `--pings` pongs, 2 for bad settings.
+
+use std::process::ExitCode;
+
+use agent::{Agent, Settings};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // tonic and rustls must agree on one crypto provider; Err means one is set.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    // Bad flags or variables: clap prints what is wrong and exits with 2.
+    let settings = Settings::from_args();
+
+    let mut identity = match telemetry::Identity::from_env("agent") {
+        Ok(id) => id,
+        Err(e) => return config_error(e),
+    };
+    // SERVICE_VERSION labels the agent's own log lines; by default they show
+    // the version the agent announces to the server.
+    match telemetry::env::optional("SERVICE_VERSION") {
+        Ok(Some(_)) => {}
+        Ok(None) => identity.version = settings.agent_version.clone(),
+        Err(e) => return config_error(e),
+    }
+    let telemetry_settings = match telemetry::Settings::from_env(identity) {
+        Ok(s) => s,
+        Err(e) => return config_error(e),
+    };
+    let telemetry = match telemetry::init(&telemetry_settings) {
+        Ok(t) => t,
+        Err(e) => return config_error(format!("telemetry: {e:#}")),
+    };
+
+    let agent = match Agent::new(settings) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "invalid settings");
+            telemetry.shutdown();
+            return config_error(format!("{e:#}"));
+        }
+    };
+    let stop = async {
+        let signal = telemetry::shutdown::signal_received().await;
+        tracing::info!(signal, "{signal} received; closing the stream");
+    };
+    let result = agent.run(stop, |_| {}).await;
+    let code = match result {
+        Ok(s) => {
+            tracing::info!(
+                ended = ?s.ended,
+                pings_sent = s.pings_sent,
+                pongs = s.pongs,
+                streams_opened = s.streams_opened,
+                reconnects = s.reconnects,
+                "Agent stopped"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "Agent failed");
+            eprintln!("agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    };
+    telemetry.shutdown();
+    code
+}
+
+fn config_error(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("agent: {e}");
+    ExitCode::from(2)
+}
