@@ -14,6 +14,7 @@ stop() {
   echo; echo "stopping (SIGTERM, graceful drain)..."
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
+  exit 0
 }
 trap stop EXIT INT TERM
 

@@ -43,15 +43,24 @@ where
         obj.insert("level".into(), meta.level().as_str().into());
         obj.insert("target".into(), meta.target().into());
 
+        // The message first, then the event's fields, then those of the
+        // enclosing spans (an event's own field wins on a name clash).
+        let mut fields = Map::new();
+        event.record(&mut Visitor(&mut fields));
+        if let Some(m) = fields.remove("message") {
+            obj.insert("message".into(), m);
+        }
+        obj.append(&mut fields);
+
         let mut leaf = None;
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 let ext = span.extensions();
-                if let Some(fields) = ext.get::<FormattedFields<N>>()
-                    && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&fields.fields)
+                if let Some(f) = ext.get::<FormattedFields<N>>()
+                    && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&f.fields)
                 {
                     for (k, v) in map {
-                        if !k.starts_with("otel.") {
+                        if !k.starts_with("otel.") && !obj.contains_key(&k) {
                             obj.insert(k, v);
                         }
                     }
@@ -71,7 +80,6 @@ where
             }
         }
 
-        event.record(&mut Visitor(&mut obj));
         for (k, v) in &self.identity {
             obj.insert(k.clone(), v.clone());
         }

@@ -1,6 +1,8 @@
 //! The `product` binary as an operator runs it: JSON logs, config errors,
 //! and a graceful stop on SIGTERM with a slow call and an open stream.
 
+mod common;
+
 use std::{
     process::Stdio,
     time::{Duration, Instant},
@@ -32,8 +34,9 @@ fn product(envs: &[(&str, &str)]) -> Command {
     cmd
 }
 
-/// Collects stdout lines in the background; returns the listening addresses.
-async fn listening(child: &mut Child) -> (String, mpsc::UnboundedReceiver<String>) {
+/// Collects stdout lines in the background; returns the gRPC and metrics
+/// addresses from the "listening" line, and the lines seen so far and later.
+async fn listening(child: &mut Child) -> (String, String, mpsc::UnboundedReceiver<String>) {
     let stdout: ChildStdout = child.stdout.take().unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -52,12 +55,13 @@ async fn listening(child: &mut Child) -> (String, mpsc::UnboundedReceiver<String
         let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         if v["message"] == "product service listening" {
             let grpc = v["grpc"].as_str().unwrap().to_owned();
+            let metrics = v["metrics"].as_str().unwrap().to_owned();
             tokio::spawn(async move {
                 while let Some(l) = rx.recv().await {
                     let _ = ltx.send(l);
                 }
             });
-            return (grpc, lrx);
+            return (grpc, metrics, lrx);
         }
     }
 }
@@ -73,7 +77,7 @@ async fn sigterm_drains_a_slow_call_ends_streams_and_exits_0_within_the_grace_pe
     ])
     .spawn()
     .unwrap();
-    let (addr, mut logs) = listening(&mut child).await;
+    let (addr, metrics_addr, mut logs) = listening(&mut child).await;
     let url = format!("http://{addr}");
     let channel = tonic::transport::Endpoint::from_shared(url.clone())
         .unwrap()
@@ -120,8 +124,19 @@ async fn sigterm_drains_a_slow_call_ends_streams_and_exits_0_within_the_grace_pe
         );
         slow_client.get_product(req).await
     });
-    // Let the request reach the server before the signal.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The signal goes once the server has started the slow call.
+    let started = r#"grpc_server_started_total{grpc_method="GetProduct""#;
+    for i in 0.. {
+        if common::scrape(metrics_addr.as_str())
+            .await
+            .lines()
+            .any(|l| l.starts_with(started) && l.ends_with(" 1"))
+        {
+            break;
+        }
+        assert!(i < 100, "the slow call never reached the server");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let pid = child.id().unwrap() as i32;
     let sent = Instant::now();
@@ -245,7 +260,7 @@ async fn a_custom_catalog_is_served() {
     )
     .unwrap();
     let mut child = product(&[("CATALOG_PATH", path.to_str().unwrap())]).spawn().unwrap();
-    let (addr, _logs) = listening(&mut child).await;
+    let (addr, _, _logs) = listening(&mut child).await;
     let mut c = ProductServiceClient::connect(format!("http://{addr}")).await.unwrap();
     let p = c
         .get_product(GetProductRequest {

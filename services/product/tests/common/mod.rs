@@ -36,11 +36,14 @@ pub async fn client(h: &Handle) -> ProductServiceClient<Channel> {
     ProductServiceClient::new(channel(h).await)
 }
 
-/// `GET /metrics` over a plain TCP connection.
+/// `GET /metrics` of an in-process server.
 pub async fn metrics(h: &Handle) -> String {
-    let mut s = tokio::net::TcpStream::connect(h.metrics_addr)
-        .await
-        .expect("metrics port");
+    scrape(h.metrics_addr).await
+}
+
+/// `GET /metrics` over a plain TCP connection.
+pub async fn scrape(addr: impl tokio::net::ToSocketAddrs) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("metrics port");
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
