@@ -5,7 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={}", root.display());
 
     // protox is a pure-Rust compiler: no protoc binary on the build machine.
-    let files = ["common.proto", "product.proto"].map(|f| root.join(f));
+    let files = ["common.proto", "product.proto", "order.proto"].map(|f| root.join(f));
     let fds = protox::compile(files, [&root])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     // The encoded set feeds the reflection services.

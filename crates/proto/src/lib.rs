@@ -5,6 +5,10 @@ pub mod common {
     tonic::include_proto!("common");
 }
 
+pub mod order {
+    tonic::include_proto!("order");
+}
+
 pub mod product {
     tonic::include_proto!("product");
 }

@@ -5,6 +5,7 @@
 pub mod env;
 pub mod grpc;
 mod identity;
+pub mod lifecycle;
 mod logging;
 pub mod metrics;
 pub mod propagation;

@@ -113,6 +113,40 @@ pub fn forward_metadata(from: &MetadataMap, to: &mut MetadataMap) {
     }
 }
 
+/// Copies `x-request-id`, `user-type` and `x-user-id` from incoming HTTP
+/// headers (the frontend's case) onto an outgoing gRPC call.
+pub fn forward_headers(from: &HeaderMap, to: &mut MetadataMap) {
+    for name in FORWARDED_HEADERS {
+        if let Some(v) = from.get(*name).and_then(|v| v.to_str().ok())
+            && let Ok(v) = MetadataValue::try_from(v)
+        {
+            to.insert(*name, v);
+        }
+    }
+}
+
+/// The time a caller still allows, from its `grpc-timeout` metadata
+/// ("100m" = 100 ms; units H, M, S, m, u, n), so the next hop can be given
+/// no more than what is left.
+pub fn grpc_timeout(md: &MetadataMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let raw = md.get("grpc-timeout")?.to_str().ok()?;
+    if raw.len() < 2 || raw.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = raw.split_at(raw.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// The request id of an incoming request, when it carries a usable one.
 pub fn request_id(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -154,6 +188,35 @@ mod tests {
 
         let single = extract(&[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")]);
         assert_eq!(single.span_id().to_string(), "e457b5a2e4d86bd1");
+    }
+
+    #[test]
+    fn grpc_timeouts() {
+        use std::time::Duration;
+        let md = |v: &'static str| {
+            let mut m = MetadataMap::new();
+            m.insert("grpc-timeout", MetadataValue::from_static(v));
+            m
+        };
+        assert_eq!(grpc_timeout(&md("100m")), Some(Duration::from_millis(100)));
+        assert_eq!(grpc_timeout(&md("5S")), Some(Duration::from_secs(5)));
+        assert_eq!(grpc_timeout(&md("2M")), Some(Duration::from_secs(120)));
+        assert_eq!(grpc_timeout(&md("m")), None);
+        assert_eq!(grpc_timeout(&md("10x")), None);
+        assert_eq!(grpc_timeout(&MetadataMap::new()), None);
+    }
+
+    #[test]
+    fn routing_headers_are_forwarded() {
+        let mut h = HeaderMap::new();
+        h.insert("user-type", HeaderValue::from_static("premium"));
+        h.insert("x-request-id", HeaderValue::from_static("r-1"));
+        h.insert("cookie", HeaderValue::from_static("secret"));
+        let mut md = MetadataMap::new();
+        forward_headers(&h, &mut md);
+        assert_eq!(md.get("user-type").unwrap(), "premium");
+        assert_eq!(md.get("x-request-id").unwrap(), "r-1");
+        assert!(md.get("cookie").is_none());
     }
 
     #[test]

@@ -5,11 +5,10 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use proto::product::product_service_server::ProductServiceServer;
-use telemetry::{GrpcMetrics, grpc::GrpcServerLayer};
+use telemetry::{GrpcMetrics, grpc::GrpcServerLayer, lifecycle};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
-use tonic_health::ServingStatus;
 
 use crate::{catalog::Catalog, config::Config, service::ProductApi};
 
@@ -19,9 +18,6 @@ pub const SERVICE_NAME: &str = "product.ProductService";
 const STREAMING_METHODS: &[&str] = &[
     "/product.ProductService/WatchPrices",
     "/product.ProductService/AgentSync",
-    "/grpc.health.v1.Health/Watch",
-    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
 pub struct Listeners {
@@ -62,22 +58,14 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ProductServiceServer<ProductApi>>().await;
-    // Each reflection service also lists the other protocol, so a client of
-    // either version can see that both are served (as grpc-go does).
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection()
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = reflection()
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) = lifecycle::reflection(&[proto::FILE_DESCRIPTOR_SET])?;
 
-    let layer = GrpcServerLayer::new(&cfg.identity, metrics.clone(), draining.clone())
-        .with_streaming_methods(STREAMING_METHODS.iter().copied());
+    let layer = GrpcServerLayer::new(&cfg.identity, metrics.clone(), draining.clone()).with_streaming_methods(
+        STREAMING_METHODS
+            .iter()
+            .chain(lifecycle::COMMON_STREAMING_METHODS)
+            .copied(),
+    );
 
     let grpc_addr = listeners.grpc.local_addr()?;
     let metrics_addr = listeners.metrics.local_addr()?;
@@ -97,8 +85,6 @@ pub async fn run(
             ProductServiceServer::new(api).max_decoding_message_size(telemetry::grpc::DEFAULT_MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc), stopping.cancelled_owned());
-    tokio::pin!(server);
-
     tracing::info!(
         grpc = %grpc_addr,
         metrics = %metrics_addr,
@@ -106,25 +92,8 @@ pub async fn run(
         faults = cfg.faults.is_active(),
         "product service listening"
     );
-
-    tokio::select! {
-        res = &mut server => return res.context("gRPC server failed"),
-        () = stop => {}
-    }
-
-    tracing::info!(
-        grace_secs = cfg.shutdown_grace.as_secs(),
-        "shutting down: NOT_SERVING, draining calls and streams"
-    );
-    health.set_not_serving::<ProductServiceServer<ProductApi>>().await;
-    health.set_service_status("", ServingStatus::NotServing).await;
-    draining.cancel();
-    match tokio::time::timeout(cfg.shutdown_grace, &mut server).await {
-        Ok(res) => res.context("gRPC server failed while draining")?,
-        Err(_) => tracing::warn!("drain took longer than SHUTDOWN_GRACE_SECS; closing the remaining connections"),
-    }
+    lifecycle::serve_until_stopped(server, stop, &health, &[SERVICE_NAME], &draining, cfg.shutdown_grace).await?;
     let _ = metrics_task.await;
-    tracing::info!("shutdown complete");
     Ok(())
 }
 

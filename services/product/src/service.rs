@@ -4,10 +4,10 @@ use std::{pin::Pin, sync::Arc};
 
 use futures_util::Stream;
 use proto::{
-    common::{Money, ServedBy},
+    common::{Money, PageInfo, ServedBy},
     product::{
-        AgentPing, AgentPong, GetProductRequest, ListProductsRequest, ListProductsResponse, PageInfo, PriceUpdate,
-        Product, Rating, WatchPricesRequest, product_service_server::ProductService,
+        AgentPing, AgentPong, GetProductRequest, ListProductsRequest, ListProductsResponse, PriceUpdate, Product,
+        Rating, WatchPricesRequest, product_service_server::ProductService,
     },
 };
 use tonic::{Request, Response, Status, Streaming};
