@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY_REQ := scripts/requirements-test.txt
 STAMP  := $(VENV)/.installed-$(shell sha1sum $(PY_REQ) 2>/dev/null | cut -c1-12)
 
-.PHONY: help build build-debug run test unit lint fmt tools nextest clean
+.PHONY: help build build-debug run test unit lint fmt tools system-deps nextest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -31,13 +31,16 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt:
 	$(CARGO) fmt --all
 
-tools: $(STAMP) ## third-party test clients: Python grpcio (+reflection, health) and buf curl
+tools: $(STAMP) system-deps ## test clients and servers: Python grpcio, buf, PostgreSQL, Chromium
 
 $(STAMP): $(PY_REQ)
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(PY_REQ)
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+system-deps:
+	scripts/install-system-deps.sh
 
 nextest:
 	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest

@@ -4,6 +4,7 @@
 
 pub mod env;
 pub mod grpc;
+pub mod http;
 mod identity;
 pub mod lifecycle;
 mod logging;

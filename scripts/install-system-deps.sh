@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# System packages the tests need, installed from Debian's archive when missing:
+# PostgreSQL (the order service's tests start throwaway clusters) and Chromium
+# (the frontend's headless browser test).
+set -euo pipefail
+need=()
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+command -v chromium >/dev/null || need+=(chromium)
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "installing ${need[*]} (Debian packages)"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
