@@ -65,6 +65,13 @@ where
     Ok(v)
 }
 
+/// `BIND_ADDR`: the address servers listen on.
+pub fn bind_addr() -> Result<std::net::IpAddr, ConfigError> {
+    let raw = string("BIND_ADDR", "0.0.0.0")?;
+    raw.parse()
+        .map_err(|_| ConfigError::new("BIND_ADDR", &raw, "expected an IP address such as 0.0.0.0 or 127.0.0.1"))
+}
+
 /// A port number; 0 lets the kernel choose.
 pub fn port(name: &str, default: u16) -> Result<u16, ConfigError> {
     parse(name, default, 0..=u16::MAX)

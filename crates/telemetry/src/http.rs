@@ -17,7 +17,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{Identity, grpc, propagation};
 
-const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 #[derive(Clone)]
 pub struct HttpObserver {
@@ -32,7 +34,10 @@ impl HttpObserver {
     pub fn new(identity: &Identity, registry: &Registry) -> prometheus::Result<Self> {
         let labels = ["route", "method", "status", "version"];
         let requests = IntCounterVec::new(
-            Opts::new("http_server_requests_total", "HTTP requests answered, by route, method and status."),
+            Opts::new(
+                "http_server_requests_total",
+                "HTTP requests answered, by route, method and status.",
+            ),
             &labels,
         )?;
         let duration = HistogramVec::new(
@@ -129,18 +134,26 @@ mod tests {
         let app = Router::new()
             .route("/products/{id}", get(|| async { "ok" }))
             .layer(axum::middleware::from_fn_with_state(o, observe));
-        let req = axum::http::Request::get("/products/42").header("x-request-id", "r-9").body(Body::empty()).unwrap();
+        let req = axum::http::Request::get("/products/42")
+            .header("x-request-id", "r-9")
+            .body(Body::empty())
+            .unwrap();
         let res = app.clone().oneshot(req).await.unwrap();
         assert_eq!(res.headers()["x-request-id"], "r-9");
         assert_eq!(res.headers()["x-served-by"], "frontend-abc");
         assert_eq!(res.headers()["x-version"], "v1");
-        let res = app.oneshot(axum::http::Request::get("/nope").body(Body::empty()).unwrap()).await.unwrap();
+        let res = app
+            .oneshot(axum::http::Request::get("/nope").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(res.status(), 404);
         assert_eq!(res.headers()["x-request-id"].len(), 36);
 
         let text = crate::metrics::render(&registry);
         assert!(
-            text.contains(r#"http_server_requests_total{method="GET",route="/products/{id}",status="200",version="v1"} 1"#),
+            text.contains(
+                r#"http_server_requests_total{method="GET",route="/products/{id}",status="200",version="v1"} 1"#
+            ),
             "{text}"
         );
         assert!(text.contains(r#"route="unmatched",status="404""#), "{text}");

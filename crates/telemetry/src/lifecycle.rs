@@ -1,9 +1,11 @@
 //! What every gRPC server of the suite does around its services: reflection
 //! v1 and v1alpha, health, and the graceful stop.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, net::SocketAddr, pin::Pin, process::ExitCode, time::Duration};
 
+use crate::{ConfigError, Identity, Settings, Telemetry, init};
 use anyhow::Context as _;
+use tokio::{sync::oneshot, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tonic_reflection::server::{
@@ -77,4 +79,100 @@ where
     }
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// A server running in this process (tests, tools): its addresses, and a
+/// way to stop it gracefully.
+pub struct ServerHandle {
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl ServerHandle {
+    /// Spawns `run(stop)`; `stop` resolves on `begin_shutdown`.
+    pub fn spawn<F>(addr: SocketAddr, metrics_addr: SocketAddr, run: impl FnOnce(BoxStop) -> F) -> Self
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(run(Box::pin(async {
+            let _ = rx.await;
+        })));
+        Self {
+            addr,
+            metrics_addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Starts the graceful stop without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Stops and waits until the server has drained.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.begin_shutdown();
+        self.task.await.context("server task panicked")?
+    }
+}
+
+/// The stop signal handed to a server's run function.
+pub type BoxStop = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Resolves on SIGTERM or SIGINT, after logging which.
+pub fn stop_on_signal() -> BoxStop {
+    Box::pin(async {
+        let sig = crate::shutdown::signal_received().await;
+        tracing::info!(signal = sig, "signal received");
+    })
+}
+
+/// The body of every service's `main`: read the config (exit 2 naming the
+/// variable when it is bad), start telemetry, serve until SIGTERM/SIGINT,
+/// flush telemetry, exit 0 (or 1 with the error on stderr and in the log).
+pub async fn run_service<C>(
+    name: &str,
+    config: Result<C, ConfigError>,
+    identity: impl FnOnce(&C) -> Identity,
+    serve: impl AsyncFnOnce(C, &Telemetry, BoxStop) -> anyhow::Result<()>,
+) -> ExitCode {
+    let cfg = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let telemetry = match Settings::from_env(identity(&cfg))
+        .map_err(anyhow::Error::from)
+        .and_then(|s| init(&s))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{name}: telemetry: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = serve(cfg, &telemetry, stop_on_signal()).await;
+    // Flush buffered spans whether the server stopped cleanly or not.
+    telemetry.shutdown();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "{name} stopped");
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -97,6 +97,12 @@ pub fn inject_metadata(md: &mut MetadataMap) {
     global::get_text_map_propagator(|p| p.inject_context(&cx, &mut MetadataInjector(md)));
 }
 
+/// Writes the current span's context into outgoing HTTP headers.
+pub fn inject_http(headers: &mut HeaderMap) {
+    let cx = tracing::Span::current().context();
+    global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(headers)));
+}
+
 /// tonic client interceptor: continue the current trace on the next hop.
 pub fn inject_trace_context(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
     inject_metadata(req.metadata_mut());

@@ -1,1 +1,21 @@
-fn main() {}
+use std::process::ExitCode;
+
+use frontend::{
+    Config,
+    server::{self, App, Listeners},
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    telemetry::lifecycle::run_service(
+        "frontend",
+        Config::from_env(),
+        |c| c.identity.clone(),
+        async |cfg, telemetry, stop| {
+            let app = App::new(&cfg, telemetry.registry.clone())?;
+            let listeners = Listeners::bind(&cfg).await?;
+            server::run(cfg, app, listeners, stop).await
+        },
+    )
+    .await
+}

@@ -1,1 +1,21 @@
-fn main() {}
+use std::{process::ExitCode, sync::Arc};
+
+use payment::{
+    Config, Faults,
+    server::{self, Listeners},
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    telemetry::lifecycle::run_service(
+        "payment",
+        Config::from_env(),
+        |c| c.identity.clone(),
+        async |cfg, telemetry, stop| {
+            let listeners = Listeners::bind(&cfg).await?;
+            let faults = Arc::new(Faults::new(cfg.latency, cfg.failure_percent, cfg.error_percent));
+            server::run(cfg, faults, telemetry.registry.clone(), listeners, stop).await
+        },
+    )
+    .await
+}

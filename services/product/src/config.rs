@@ -19,14 +19,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let raw_bind = env::string("BIND_ADDR", "0.0.0.0")?;
-        let bind_addr = raw_bind.parse().map_err(|_| {
-            ConfigError::new(
-                "BIND_ADDR",
-                &raw_bind,
-                "expected an IP address such as 0.0.0.0 or 127.0.0.1",
-            )
-        })?;
+        let bind_addr = env::bind_addr()?;
         Ok(Self {
             identity: Identity::from_env("product")?,
             bind_addr,

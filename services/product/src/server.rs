@@ -6,7 +6,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 use anyhow::Context as _;
 use proto::product::product_service_server::ProductServiceServer;
 use telemetry::{GrpcMetrics, grpc::GrpcServerLayer, lifecycle};
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
@@ -98,31 +98,7 @@ pub async fn run(
 }
 
 /// A server running in this process, for tests and tools.
-pub struct Handle {
-    pub addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Handle {
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Starts the graceful stop without waiting for it.
-    pub fn begin_shutdown(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-
-    /// Stops and waits until the server has drained.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        self.begin_shutdown();
-        self.task.await.context("server task panicked")?
-    }
-}
+pub type Handle = telemetry::lifecycle::ServerHandle;
 
 /// Binds the configured ports (0 = ephemeral) and serves in the background.
 pub async fn spawn(cfg: Config, metrics: GrpcMetrics) -> anyhow::Result<Handle> {
@@ -130,14 +106,7 @@ pub async fn spawn(cfg: Config, metrics: GrpcMetrics) -> anyhow::Result<Handle> 
     let listeners = Listeners::bind(&cfg).await?;
     let addr = listeners.grpc.local_addr()?;
     let metrics_addr = listeners.metrics.local_addr()?;
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(run(cfg, catalog, metrics, listeners, async {
-        let _ = rx.await;
-    }));
-    Ok(Handle {
-        addr,
-        metrics_addr,
-        stop: Some(tx),
-        task,
-    })
+    Ok(Handle::spawn(addr, metrics_addr, |stop| {
+        run(cfg, catalog, metrics, listeners, stop)
+    }))
 }

@@ -1,0 +1,110 @@
+//! The frontend's settings, read once from the environment.
+
+use std::{net::IpAddr, time::Duration};
+
+use telemetry::{ConfigError, Identity, env};
+use tonic::transport::Uri;
+
+pub const DEFAULT_PRODUCT_ADDR: &str = "http://product-service:50051";
+pub const DEFAULT_ORDER_ADDR: &str = "http://order-service:50051";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub identity: Identity,
+    pub bind_addr: IpAddr,
+    pub port: u16,
+    pub metrics_port: u16,
+    /// `PRODUCT_SERVICE_ADDR`, e.g. `http://product-service:50051`.
+    pub product_addr: String,
+    /// `ORDER_SERVICE_ADDR`, e.g. `http://order-service:50051`.
+    pub order_addr: String,
+    /// `BACKEND_TIMEOUT_MS`: the deadline of every gRPC call.
+    pub backend_timeout: Duration,
+    /// `MESH_HISTORY`: how many product calls `/mesh` remembers.
+    pub mesh_history: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let bind_addr = env::bind_addr()?;
+        Ok(Self {
+            identity: Identity::from_env("frontend")?,
+            bind_addr,
+            port: env::port("PORT", 8080)?,
+            metrics_port: env::port("METRICS_PORT", 9464)?,
+            product_addr: backend_addr("PRODUCT_SERVICE_ADDR", DEFAULT_PRODUCT_ADDR)?,
+            order_addr: backend_addr("ORDER_SERVICE_ADDR", DEFAULT_ORDER_ADDR)?,
+            backend_timeout: Duration::from_millis(env::parse("BACKEND_TIMEOUT_MS", 5000u64, 1..=600_000)?),
+            mesh_history: env::parse("MESH_HISTORY", 200usize, 1..=100_000)?,
+            shutdown_grace: env::seconds("SHUTDOWN_GRACE_SECS", 10, 3600)?,
+        })
+    }
+
+    /// Settings for an in-process frontend on ephemeral ports, calling the
+    /// given backends (`http://127.0.0.1:port`).
+    pub fn for_test(product_addr: String, order_addr: String) -> Self {
+        Self {
+            identity: Identity {
+                service: "frontend".into(),
+                version: "v1".into(),
+                pod: "frontend-t".into(),
+                node: "test-node".into(),
+                zone: String::new(),
+                namespace: "default".into(),
+            },
+            bind_addr: IpAddr::from([127, 0, 0, 1]),
+            port: 0,
+            metrics_port: 0,
+            product_addr,
+            order_addr,
+            backend_timeout: Duration::from_secs(5),
+            mesh_history: 200,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A backend address must be an absolute `http://` URL: tonic needs the
+/// scheme, a bare `host:port` would otherwise fail only at the first call, and
+/// TLS between pods is the mesh's job (mTLS in the sidecars), not the app's.
+fn backend_addr(variable: &str, default: &str) -> Result<String, ConfigError> {
+    let raw = env::string(variable, default)?;
+    check_backend_addr(&raw).map_err(|why| ConfigError::new(variable, &raw, why))?;
+    Ok(raw)
+}
+
+pub(crate) fn check_backend_addr(raw: &str) -> Result<Uri, String> {
+    let uri: Uri = raw
+        .parse()
+        .map_err(|e| format!("expected a URL such as {DEFAULT_PRODUCT_ADDR} ({e})"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(_)) => Ok(uri),
+        (Some("https"), _) => Err(format!(
+            "expected a plaintext http:// URL such as {DEFAULT_PRODUCT_ADDR}: in the mesh the sidecars add mTLS"
+        )),
+        _ => Err(format!(
+            "expected an http:// URL with a host and port, such as {DEFAULT_PRODUCT_ADDR}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_addresses_need_a_scheme_and_a_host() {
+        assert!(check_backend_addr("http://product-service:50051").is_ok());
+        assert!(check_backend_addr("http://10.0.0.1:8080").is_ok());
+        for bad in [
+            "product-service:50051",
+            "ftp://x:1",
+            "http://",
+            "not a url",
+            "https://x:443",
+        ] {
+            assert!(check_backend_addr(bad).is_err(), "{bad} was accepted");
+        }
+    }
+}

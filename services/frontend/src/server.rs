@@ -1,0 +1,154 @@
+//! Assembles the router behind the telemetry middleware and runs it through
+//! a graceful stop: stop accepting, finish in-flight requests within
+//! `SHUTDOWN_GRACE_SECS`, then return so `main` can flush telemetry.
+
+use std::{
+    future::{Future, IntoFuture},
+    net::SocketAddr,
+    sync::Arc,
+};
+
+use anyhow::Context as _;
+use axum::{
+    Router,
+    extract::{Request, State},
+    middleware,
+    response::Response,
+    routing::{get, post},
+};
+use telemetry::{http::HttpObserver, metrics::Registry};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api, backends::Backends, config::Config, health, mesh::MeshHistory, pages, state::AppState, templates::Templates,
+};
+
+pub struct Listeners {
+    pub http: TcpListener,
+    pub metrics: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(cfg: &Config) -> anyhow::Result<Self> {
+        let addr = SocketAddr::new(cfg.bind_addr, cfg.port);
+        let http = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind PORT on {addr}"))?;
+        let metrics = telemetry::metrics::bind(SocketAddr::new(cfg.bind_addr, cfg.metrics_port)).await?;
+        Ok(Self { http, metrics })
+    }
+}
+
+/// Every route of the frontend, behind `telemetry::http::observe`.
+pub fn router(state: AppState, observer: HttpObserver) -> Router {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/products/{id}", get(pages::product))
+        .route("/orders", post(pages::place_order))
+        .route("/orders/{id}", get(pages::order))
+        .route("/mesh", get(pages::mesh))
+        .route("/api/products", get(api::list_products))
+        .route("/api/products/{id}", get(api::get_product))
+        .route("/api/orders", post(api::create_order))
+        .route("/api/orders/{id}", get(api::get_order))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(fallback)
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(observer, telemetry::http::observe))
+}
+
+async fn fallback(State(s): State<AppState>, req: Request) -> Response {
+    let path = req.uri().path();
+    if path == "/api" || path.starts_with("/api/") {
+        api::not_found(path)
+    } else {
+        pages::not_found(&s, req.headers(), path)
+    }
+}
+
+/// The frontend, assembled and registered in its metrics registry, before
+/// any port is bound: a broken template or a duplicate metric fails here.
+pub struct App {
+    router: Router,
+    registry: Registry,
+    draining: CancellationToken,
+}
+
+impl App {
+    pub fn new(cfg: &Config, registry: Registry) -> anyhow::Result<Self> {
+        let draining = CancellationToken::new();
+        let mesh = Arc::new(MeshHistory::new(cfg.mesh_history));
+        let backends = Backends::new(cfg, &registry, mesh.clone())?;
+        let observer = HttpObserver::new(&cfg.identity, &registry).context("registering the HTTP metrics")?;
+        let state = AppState::new(backends, Templates::new()?, mesh, &cfg.identity, draining.clone());
+        Ok(Self {
+            router: router(state, observer),
+            registry,
+            draining,
+        })
+    }
+}
+
+/// Serves until `stop` resolves, then drains (see the module doc).
+pub async fn run(
+    cfg: Config,
+    app: App,
+    listeners: Listeners,
+    stop: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let App {
+        router: app,
+        registry,
+        draining,
+    } = app;
+    let addr = listeners.http.local_addr()?;
+    let metrics_addr = listeners.metrics.local_addr()?;
+    let metrics_task = tokio::spawn(telemetry::metrics::serve(
+        registry,
+        listeners.metrics,
+        draining.clone().cancelled_owned(),
+    ));
+    let server = axum::serve(listeners.http, app)
+        .with_graceful_shutdown(draining.clone().cancelled_owned())
+        .into_future();
+    tracing::info!(
+        http = %addr,
+        metrics = %metrics_addr,
+        product = %cfg.product_addr,
+        order = %cfg.order_addr,
+        backend_timeout_ms = cfg.backend_timeout.as_millis() as u64,
+        "frontend listening"
+    );
+
+    tokio::pin!(server);
+    tokio::select! {
+        res = &mut server => return res.context("HTTP server failed"),
+        () = stop => {}
+    }
+    tracing::info!(
+        grace_secs = cfg.shutdown_grace.as_secs(),
+        "shutting down: no new connections, finishing in-flight requests"
+    );
+    draining.cancel();
+    match tokio::time::timeout(cfg.shutdown_grace, &mut server).await {
+        Ok(res) => res.context("HTTP server failed while draining")?,
+        Err(_) => tracing::warn!("drain took longer than SHUTDOWN_GRACE_SECS; closing the remaining connections"),
+    }
+    let _ = metrics_task.await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// A server running in this process, for tests and tools.
+pub type Handle = telemetry::lifecycle::ServerHandle;
+
+/// Binds the configured ports (0 = ephemeral) and serves in the background.
+pub async fn spawn(cfg: Config, registry: Registry) -> anyhow::Result<Handle> {
+    let app = App::new(&cfg, registry)?;
+    let listeners = Listeners::bind(&cfg).await?;
+    let addr = listeners.http.local_addr()?;
+    let metrics_addr = listeners.metrics.local_addr()?;
+    Ok(Handle::spawn(addr, metrics_addr, |stop| run(cfg, app, listeners, stop)))
+}

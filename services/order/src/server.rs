@@ -1,0 +1,150 @@
+//! Assembles the gRPC server (OrderService, health, reflection v1 and
+//! v1alpha, behind the telemetry layer) and runs it through a graceful stop.
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use anyhow::Context as _;
+use proto::order::order_service_server::OrderServiceServer;
+use telemetry::{GrpcMetrics, grpc::GrpcServerLayer, lifecycle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+
+use crate::{
+    config::{Config, Database},
+    health::{self, DbState},
+    payments::Payments,
+    pricing::Pricing,
+    service::OrderApi,
+    store::Store,
+};
+
+pub const SERVICE_NAME: &str = "order.OrderService";
+
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub metrics: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(cfg: &Config) -> anyhow::Result<Self> {
+        let grpc_addr = SocketAddr::new(cfg.bind_addr, cfg.port);
+        let grpc = TcpListener::bind(grpc_addr)
+            .await
+            .with_context(|| format!("cannot bind PORT on {grpc_addr}"))?;
+        let metrics = telemetry::metrics::bind(SocketAddr::new(cfg.bind_addr, cfg.metrics_port)).await?;
+        Ok(Self { grpc, metrics })
+    }
+}
+
+/// The store, opened and migrated. SQLite problems stop startup (a bad
+/// DATA_DIR does not fix itself); an unreachable PostgreSQL does not: the
+/// service starts NOT_SERVING and migrates once the database answers.
+pub async fn open_store(cfg: &Config) -> anyhow::Result<(Store, Arc<DbState>)> {
+    let store = Store::open(&cfg.database).await?;
+    let state = Arc::new(DbState::default());
+    if let Err(e) = state.migrate(&store).await {
+        match cfg.database {
+            Database::Sqlite(_) => anyhow::bail!("order database {}: {e}", store.label()),
+            Database::Postgres(_) => tracing::warn!(
+                database = %store.label(),
+                error = %e,
+                "order database not ready; starting NOT_SERVING and retrying"
+            ),
+        }
+    }
+    Ok((store, state))
+}
+
+/// Serves until `stop` resolves, then: health NOT_SERVING, no new calls,
+/// in-flight calls finish, all within `shutdown_grace`.
+pub async fn run(
+    cfg: Config,
+    store: Store,
+    db_state: Arc<DbState>,
+    metrics: GrpcMetrics,
+    listeners: Listeners,
+    stop: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let draining = CancellationToken::new();
+    let pricing = Pricing::new(&cfg.product_addr)?;
+    let payments = Payments::new(&cfg.payment_url, cfg.payment_timeout)?;
+    let api = OrderApi::new(
+        store.clone(),
+        db_state.clone(),
+        pricing,
+        payments,
+        &cfg.identity,
+        cfg.product_timeout,
+        &metrics.registry,
+    )?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let serving = db_state.is_migrated();
+    health::set(&health, serving).await;
+    let watcher_stop = CancellationToken::new();
+    let watcher = tokio::spawn(health::watch(
+        store.clone(),
+        db_state,
+        health.clone(),
+        cfg.db_check_interval,
+        serving,
+        watcher_stop.clone(),
+    ));
+    // The watcher must be gone before shutdown reports NOT_SERVING, or a
+    // check finishing late could report SERVING again.
+    let stop = async move {
+        stop.await;
+        watcher_stop.cancel();
+        let _ = watcher.await;
+    };
+
+    let (reflection_v1, reflection_v1alpha) = lifecycle::reflection(&[proto::FILE_DESCRIPTOR_SET])?;
+    let layer = GrpcServerLayer::new(&cfg.identity, metrics.clone(), draining.clone())
+        .with_streaming_methods(lifecycle::COMMON_STREAMING_METHODS.iter().copied());
+
+    let grpc_addr = listeners.grpc.local_addr()?;
+    let metrics_addr = listeners.metrics.local_addr()?;
+    let metrics_task = tokio::spawn(telemetry::metrics::serve(
+        metrics.registry.clone(),
+        listeners.metrics,
+        draining.clone().cancelled_owned(),
+    ));
+
+    let server = tonic::transport::Server::builder()
+        .layer(layer)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(OrderServiceServer::new(api).max_decoding_message_size(telemetry::grpc::DEFAULT_MAX_MESSAGE_BYTES))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc), draining.clone().cancelled_owned());
+    tracing::info!(
+        grpc = %grpc_addr,
+        metrics = %metrics_addr,
+        version = %cfg.identity.version,
+        database = %store.label(),
+        product = %cfg.product_addr,
+        payment = %cfg.payment_url,
+        "order service listening"
+    );
+    let res =
+        lifecycle::serve_until_stopped(server, stop, &health, &[SERVICE_NAME], &draining, cfg.shutdown_grace).await;
+    let _ = metrics_task.await;
+    store.close().await;
+    res
+}
+
+/// A server running in this process, for tests and tools.
+pub type Handle = telemetry::lifecycle::ServerHandle;
+
+/// Opens the store, binds the configured ports (0 = ephemeral) and serves
+/// in the background.
+pub async fn spawn(cfg: Config, metrics: GrpcMetrics) -> anyhow::Result<Handle> {
+    let (store, state) = open_store(&cfg).await?;
+    let listeners = Listeners::bind(&cfg).await?;
+    let addr = listeners.grpc.local_addr()?;
+    let metrics_addr = listeners.metrics.local_addr()?;
+    Ok(Handle::spawn(addr, metrics_addr, |stop| {
+        run(cfg, store, state, metrics, listeners, stop)
+    }))
+}

@@ -1,0 +1,180 @@
+//! The `order` binary as an operator runs it: config errors exit 2 naming
+//! the variable, the default SQLite file under DATA_DIR, SIGTERM exits 0.
+
+mod common;
+
+use std::{process::Stdio, time::Duration};
+
+use proto::order::{OrderStatus, order_service_client::OrderServiceClient};
+use serde_json::Value;
+use sqlx::Row as _;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    sync::mpsc,
+};
+use tokio_stream::StreamExt as _;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+fn order(envs: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_order"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs([("PORT", "0"), ("METRICS_PORT", "0"), ("BIND_ADDR", "127.0.0.1")])
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// The gRPC address from the "listening" line; later lines go to the receiver.
+async fn listening(child: &mut Child) -> (String, mpsc::UnboundedReceiver<Value>) {
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            let _ = tx.send(v);
+        }
+    });
+    loop {
+        let v = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("startup log")
+            .expect("stdout open");
+        if v["message"] == "order service listening" {
+            return (v["grpc"].as_str().expect("grpc").to_owned(), rx);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_bad_setting_stops_startup_naming_the_variable() {
+    for (var, value, words) in [
+        ("PORT", "http", &["PORT", "number"][..]),
+        ("PAYMENT_TIMEOUT_MS", "0", &["PAYMENT_TIMEOUT_MS", "1 to 600000"][..]),
+        ("PAYMENT_TIMEOUT_MS", "soon", &["PAYMENT_TIMEOUT_MS"][..]),
+        ("PAYMENT_URL", "ftp://pay", &["PAYMENT_URL", "http://"][..]),
+        (
+            "PRODUCT_SERVICE_ADDR",
+            "product-service:50051",
+            &["PRODUCT_SERVICE_ADDR", "http://"][..],
+        ),
+        (
+            "DATABASE_URL",
+            "mysql://u:hunter2@db/orders",
+            &["DATABASE_URL", "postgres://", "u:***@db"][..],
+        ),
+        (
+            "DATABASE_URL",
+            "postgres://u@db:notaport/orders",
+            &["DATABASE_URL", "PostgreSQL URL"][..],
+        ),
+        ("BIND_ADDR", "localhost", &["BIND_ADDR"][..]),
+        ("SERVICE_VERSION", "1", &["SERVICE_VERSION"][..]),
+        ("SHUTDOWN_GRACE_SECS", "-1", &["SHUTDOWN_GRACE_SECS"][..]),
+    ] {
+        let out = order(&[(var, value)]).output().await.unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for w in words {
+            assert!(err.contains(w), "{var}={value}: stderr {err:?} lacks {w:?}");
+        }
+        assert!(!err.contains("hunter2"), "the password is never printed: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_data_dir_that_cannot_be_created_stops_startup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let data_dir = file.join("data");
+    let out = order(&[("DATA_DIR", data_dir.to_str().unwrap())])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("DATA_DIR") && err.contains(&data_dir.display().to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_land_in_the_sqlite_file_under_data_dir_and_sigterm_exits_0() {
+    let product = common::start_product().await;
+    let payment = payment::spawn(payment::Config::for_test(), common::registry())
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let mut child = order(&[
+        ("DATA_DIR", data_dir.to_str().unwrap()),
+        ("PRODUCT_SERVICE_ADDR", &product.url()),
+        ("PAYMENT_URL", &payment.url()),
+        ("POD_NAME", "order-7d9f-abc"),
+        ("SHUTDOWN_GRACE_SECS", "5"),
+    ])
+    .spawn()
+    .unwrap();
+    let (addr, mut logs) = listening(&mut child).await;
+    let url = format!("http://{addr}");
+
+    let mut health = HealthClient::new(common::channel(&url).await);
+    let mut watch = health
+        .watch(HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watch.next().await.unwrap().unwrap().status(), ServingStatus::Serving);
+
+    let mut client = OrderServiceClient::new(common::channel(&url).await);
+    let res = client
+        .create_order(common::create("k-bin", "c-bin", &[("123", 2)]))
+        .await
+        .expect("order");
+    assert_eq!(res.metadata().get("x-served-by").unwrap(), "order-7d9f-abc");
+    let o = res.into_inner();
+    assert_eq!(o.status(), OrderStatus::Paid);
+
+    // Where the docs say it lands: DATA_DIR/orders.db, table orders.
+    let db_file = data_dir.join("orders.db");
+    assert!(db_file.is_file(), "{} exists", db_file.display());
+    let pool = sqlx::sqlite::SqlitePool::connect(&format!("sqlite:{}", db_file.display()))
+        .await
+        .unwrap();
+    let row = sqlx::query("SELECT id, status, total_micros FROM orders WHERE idempotency_key = 'k-bin'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>("id"), o.id);
+    assert_eq!(row.get::<String, _>("status"), "PAID");
+    assert_eq!(row.get::<i64, _>("total_micros"), 698_000_000);
+    pool.close().await;
+
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(watch.next().await.unwrap().unwrap().status(), ServingStatus::NotServing);
+    let status = tokio::time::timeout(Duration::from_secs(6), child.wait())
+        .await
+        .expect("exits within the grace period")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let mut lines = Vec::new();
+    while let Ok(v) = logs.try_recv() {
+        lines.push(v);
+    }
+    assert!(lines.iter().all(|v| v["pod"] == "order-7d9f-abc"), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["message"] == "order stored" && v["order_id"] == o.id.as_str())
+    );
+    assert!(lines.iter().any(|v| v["message"] == "shutdown complete"));
+}
