@@ -30,6 +30,18 @@ impl Identity {
             namespace: env::string("POD_NAMESPACE", "default")?,
         })
     }
+
+    /// A fixed identity for in-process servers in tests and tools.
+    pub fn for_test(service: &str, version: &str, pod: &str) -> Self {
+        Self {
+            service: service.to_owned(),
+            version: version.to_owned(),
+            pod: pod.to_owned(),
+            node: "test-node".to_owned(),
+            zone: String::new(),
+            namespace: "default".to_owned(),
+        }
+    }
 }
 
 fn validate_version(v: &str) -> Result<(), ConfigError> {

@@ -45,14 +45,7 @@ impl Config {
     /// given backends (`http://127.0.0.1:port`).
     pub fn for_test(product_addr: String, order_addr: String) -> Self {
         Self {
-            identity: Identity {
-                service: "frontend".into(),
-                version: "v1".into(),
-                pod: "frontend-t".into(),
-                node: "test-node".into(),
-                zone: String::new(),
-                namespace: "default".into(),
-            },
+            identity: Identity::for_test("frontend", "v1", "frontend-t"),
             bind_addr: IpAddr::from([127, 0, 0, 1]),
             port: 0,
             metrics_port: 0,

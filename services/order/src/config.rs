@@ -130,14 +130,7 @@ impl Config {
     /// Settings for an in-process server on ephemeral ports (tests, tools).
     pub fn for_test(database: Database, product_addr: impl Into<String>, payment_url: impl Into<String>) -> Self {
         Self {
-            identity: Identity {
-                service: "order".into(),
-                version: "v1".into(),
-                pod: "order-test-0".into(),
-                node: "test-node".into(),
-                zone: String::new(),
-                namespace: "default".into(),
-            },
+            identity: Identity::for_test("order", "v1", "order-test-0"),
             bind_addr: IpAddr::from([127, 0, 0, 1]),
             port: 0,
             metrics_port: 0,

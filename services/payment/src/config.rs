@@ -37,14 +37,7 @@ impl Config {
     /// Settings for an in-process server on ephemeral ports, with no faults.
     pub fn for_test() -> Self {
         Self {
-            identity: Identity {
-                service: "payment".into(),
-                version: "v1".into(),
-                pod: "payment-test-0".into(),
-                node: "test-node".into(),
-                zone: String::new(),
-                namespace: "default".into(),
-            },
+            identity: Identity::for_test("payment", "v1", "payment-test-0"),
             bind_addr: IpAddr::from([127, 0, 0, 1]),
             port: 0,
             metrics_port: 0,

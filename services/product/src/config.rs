@@ -34,14 +34,7 @@ impl Config {
     /// Settings for an in-process server on ephemeral ports (tests, tools).
     pub fn for_test(version: &str, pod: &str) -> Self {
         Self {
-            identity: Identity {
-                service: "product".into(),
-                version: version.into(),
-                pod: pod.into(),
-                node: "test-node".into(),
-                zone: String::new(),
-                namespace: "default".into(),
-            },
+            identity: Identity::for_test("product", version, pod),
             bind_addr: IpAddr::from([127, 0, 0, 1]),
             port: 0,
             metrics_port: 0,
