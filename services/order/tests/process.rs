@@ -167,7 +167,8 @@ async fn orders_land_in_the_sqlite_file_under_data_dir_and_sigterm_exits_0() {
     assert!(status.success(), "{status:?}");
 
     let mut lines = Vec::new();
-    while let Ok(v) = logs.try_recv() {
+    // The process has exited: read its stdout to the end (the channel closes at EOF).
+    while let Ok(Some(v)) = tokio::time::timeout(Duration::from_secs(5), logs.recv()).await {
         lines.push(v);
     }
     assert!(lines.iter().all(|v| v["pod"] == "order-7d9f-abc"), "{lines:#?}");

@@ -177,7 +177,8 @@ async fn sigterm_drains_a_slow_call_ends_streams_and_exits_0_within_the_grace_pe
     // Every line is JSON with the pod and version; the slow call's line
     // carries its request id and the caller's trace id.
     let mut lines = Vec::new();
-    while let Ok(l) = logs.try_recv() {
+    // The process has exited: read its stdout to the end (the channel closes at EOF).
+    while let Ok(Some(l)) = tokio::time::timeout(Duration::from_secs(5), logs.recv()).await {
         lines.push(serde_json::from_str::<Value>(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")));
     }
     assert!(
