@@ -7,10 +7,10 @@ VENV   ?= .venv
 PY_REQ := scripts/requirements-test.txt
 STAMP  := $(VENV)/.installed-$(shell sha1sum $(PY_REQ) 2>/dev/null | cut -c1-12)
 
-.PHONY: help build build-debug run test unit lint fmt tools system-deps nextest clean
+.PHONY: help build build-debug run test unit lint fmt tools system-deps validate-manifests nextest clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
 
 build: ## release binaries of every service (target/release)
 	$(CARGO) build --release --workspace --bins
@@ -18,7 +18,7 @@ build: ## release binaries of every service (target/release)
 build-debug:
 	$(CARGO) build --workspace --bins
 
-run: build ## start product v1 and v2 locally and print how to call them
+run: build ## start the suite on 127.0.0.1 and print how to use it
 	scripts/run-local.sh target/release
 
 test: tools nextest ## the whole test suite (real servers, real clients)
@@ -42,9 +42,15 @@ $(STAMP): $(PY_REQ)
 system-deps:
 	scripts/install-system-deps.sh
 
+validate-manifests: tools ## schema-check manifests/ and gateway/ offline
+	scripts/validate-manifests.sh
+
 nextest:
 	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest
 
 clean:
 	$(CARGO) clean
 	rm -rf $(VENV)
+
+# Kind + Istio: cluster-up, istio, addons, images, kind-load, deploy, verify-cluster, ...
+include mk/cluster.mk

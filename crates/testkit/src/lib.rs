@@ -4,8 +4,10 @@
 //! Nothing here skips a test: when PostgreSQL is missing, starting a cluster
 //! fails with a message saying that `make tools` installs it.
 
+mod metrics;
 mod pg;
 
+pub use metrics::{eventually, sample, scrape};
 pub use pg::PgCluster;
 
 use std::net::{Ipv4Addr, TcpListener};

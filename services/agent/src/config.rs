@@ -49,6 +49,11 @@ pub struct Settings {
     /// Stop cleanly after this many pongs; 0 runs until SIGTERM or SIGINT.
     #[arg(long, env = "AGENT_PINGS", value_name = "N", default_value = "0", value_parser = parse_pings)]
     pub pings: u64,
+
+    /// Serve Prometheus `/metrics` on this port (all addresses), e.g. 9464 in
+    /// a pod so probes and scrapes have something to ask; unset: no server.
+    #[arg(long, env = "METRICS_PORT", value_name = "PORT")]
+    pub metrics_port: Option<u16>,
 }
 
 impl Settings {
@@ -86,6 +91,7 @@ impl Settings {
             cacert: None,
             authority: None,
             pings: 0,
+            metrics_port: None,
         }
     }
 

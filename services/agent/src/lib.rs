@@ -7,6 +7,7 @@ pub mod agent;
 pub mod backoff;
 pub mod config;
 pub mod endpoint;
+pub mod metrics;
 pub mod stream;
 
 pub use agent::{Agent, Ended, Summary, run};

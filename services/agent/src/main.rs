@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use agent::{Agent, Settings};
+use agent::{Agent, Settings, metrics::AgentMetrics};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -41,11 +41,33 @@ async fn main() -> ExitCode {
             return config_error(format!("{e:#}"));
         }
     };
+    let metrics = match AgentMetrics::new(&telemetry.registry) {
+        Ok(m) => m,
+        Err(e) => return config_error(format!("metrics: {e}")),
+    };
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    if let Some(port) = agent.settings().metrics_port {
+        let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+        match telemetry::metrics::bind(addr).await {
+            Ok(listener) => {
+                tokio::spawn(telemetry::metrics::serve(
+                    telemetry.registry.clone(),
+                    listener,
+                    metrics_stop.clone().cancelled_owned(),
+                ));
+            }
+            Err(e) => {
+                telemetry.shutdown();
+                return config_error(format!("{e:#}"));
+            }
+        }
+    }
     let stop = async {
         let signal = telemetry::shutdown::signal_received().await;
         tracing::info!(signal, "{signal} received; closing the stream");
     };
-    let result = agent.run(stop, |_| {}).await;
+    let result = agent.run(stop, |pong| metrics.observe(pong)).await;
+    metrics_stop.cancel();
     let code = match result {
         Ok(s) => {
             tracing::info!(

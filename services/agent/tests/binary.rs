@@ -145,6 +145,7 @@ async fn three_pings_then_exit_0() {
 
 #[tokio::test]
 async fn sigterm_exits_0() {
+    let metrics_port = testkit::free_port().expect("a free port");
     let server = common::start("v1", "product-v1-sig").await;
     let mut cmd = agent();
     cmd.args([
@@ -156,6 +157,8 @@ async fn sigterm_exits_0() {
         "100ms",
         "--pings",
         "0",
+        "--metrics-port",
+        &metrics_port.to_string(),
     ]);
     let mut child = cmd.spawn().expect("agent starts");
     let pid = child.id().expect("pid") as libc::pid_t;
@@ -174,6 +177,15 @@ async fn sigterm_exits_0() {
     })
     .await
     .expect("a pong in time");
+
+    // Probes and scrapes see the pongs by the version and pod that served them.
+    let text = testkit::scrape(("127.0.0.1", metrics_port)).await;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(r#"agent_pongs_total{server_pod="product-v1-sig",server_version="v1"}"#)),
+        "{text}"
+    );
+    assert!(text.contains("agent_last_pong_timestamp_seconds "), "{text}");
 
     // SAFETY: kill(2) on the child we spawned and still own.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "kill");

@@ -56,6 +56,7 @@ pub const AGENT_ENV: &[&str] = &[
     "AGENT_CACERT",
     "AGENT_AUTHORITY",
     "AGENT_PINGS",
+    "METRICS_PORT",
     "SERVICE_VERSION",
     "POD_NAME",
     "OTEL_SERVICE_NAME",

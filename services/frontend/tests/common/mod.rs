@@ -102,25 +102,9 @@ pub async fn metrics(addr: std::net::SocketAddr) -> String {
     text
 }
 
-/// The value of the sample whose line starts with `name{` and holds every label pair.
-pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Polls `f` until it returns Some, for up to ten seconds.
-pub async fn eventually<T>(mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..200 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("condition not met within 10 s");
-}
+// Each test binary uses its own subset of these.
+#[allow(unused_imports)]
+pub use testkit::{eventually, sample};
 
 /// The whole shop in this process: product v2, the payment stand-in, order
 /// (SQLite in a temp dir) and a frontend in front of product and order.
