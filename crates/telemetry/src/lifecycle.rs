@@ -1,11 +1,17 @@
 //! What every gRPC server of the suite does around its services: reflection
 //! v1 and v1alpha, health, and the graceful stop.
 
-use std::{future::Future, net::SocketAddr, pin::Pin, process::ExitCode, time::Duration};
+use std::{
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    process::ExitCode,
+    time::Duration,
+};
 
 use crate::{ConfigError, Identity, Settings, Telemetry, init};
 use anyhow::Context as _;
-use tokio::{sync::oneshot, task::JoinHandle};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tonic_reflection::server::{
@@ -174,5 +180,23 @@ pub async fn run_service<C>(
             eprintln!("{name}: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A service's two sockets: its main port (`PORT`) and `METRICS_PORT`.
+pub struct Listeners {
+    pub main: TcpListener,
+    pub metrics: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both, naming the variable when one cannot be bound.
+    pub async fn bind(addr: IpAddr, port: u16, metrics_port: u16) -> anyhow::Result<Self> {
+        let main_addr = SocketAddr::new(addr, port);
+        let main = TcpListener::bind(main_addr)
+            .await
+            .with_context(|| format!("cannot bind PORT on {main_addr}"))?;
+        let metrics = crate::metrics::bind(SocketAddr::new(addr, metrics_port)).await?;
+        Ok(Self { main, metrics })
     }
 }

@@ -6,9 +6,11 @@
 
 mod metrics;
 mod pg;
+mod process;
 
 pub use metrics::{eventually, sample, scrape};
 pub use pg::PgCluster;
+pub use process::service_command;
 
 use std::net::{Ipv4Addr, TcpListener};
 

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use frontend::{
     Config,
-    server::{self, App, Listeners},
+    server::{self, App},
 };
 
 #[tokio::main]
@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
         |c| c.identity.clone(),
         async |cfg, telemetry, stop| {
             let app = App::new(&cfg, telemetry.registry.clone())?;
-            let listeners = Listeners::bind(&cfg).await?;
+            let listeners = server::bind(&cfg).await?;
             server::run(cfg, app, listeners, stop).await
         },
     )

@@ -4,7 +4,6 @@
 
 use std::{
     future::{Future, IntoFuture},
-    net::SocketAddr,
     sync::Arc,
 };
 
@@ -17,27 +16,17 @@ use axum::{
     routing::{get, post},
 };
 use telemetry::{http::HttpObserver, metrics::Registry};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     api, backends::Backends, config::Config, health, mesh::MeshHistory, pages, state::AppState, templates::Templates,
 };
 
-pub struct Listeners {
-    pub http: TcpListener,
-    pub metrics: TcpListener,
-}
+pub use telemetry::lifecycle::Listeners;
 
-impl Listeners {
-    pub async fn bind(cfg: &Config) -> anyhow::Result<Self> {
-        let addr = SocketAddr::new(cfg.bind_addr, cfg.port);
-        let http = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot bind PORT on {addr}"))?;
-        let metrics = telemetry::metrics::bind(SocketAddr::new(cfg.bind_addr, cfg.metrics_port)).await?;
-        Ok(Self { http, metrics })
-    }
+/// Binds `PORT` and `METRICS_PORT` on `BIND_ADDR`.
+pub async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
+    Listeners::bind(cfg.bind_addr, cfg.port, cfg.metrics_port).await
 }
 
 /// Every route of the frontend, behind `telemetry::http::observe`.
@@ -103,14 +92,14 @@ pub async fn run(
         registry,
         draining,
     } = app;
-    let addr = listeners.http.local_addr()?;
+    let addr = listeners.main.local_addr()?;
     let metrics_addr = listeners.metrics.local_addr()?;
     let metrics_task = tokio::spawn(telemetry::metrics::serve(
         registry,
         listeners.metrics,
         draining.clone().cancelled_owned(),
     ));
-    let server = axum::serve(listeners.http, app)
+    let server = axum::serve(listeners.main, app)
         .with_graceful_shutdown(draining.clone().cancelled_owned())
         .into_future();
     tracing::info!(
@@ -147,8 +136,8 @@ pub type Handle = telemetry::lifecycle::ServerHandle;
 /// Binds the configured ports (0 = ephemeral) and serves in the background.
 pub async fn spawn(cfg: Config, registry: Registry) -> anyhow::Result<Handle> {
     let app = App::new(&cfg, registry)?;
-    let listeners = Listeners::bind(&cfg).await?;
-    let addr = listeners.http.local_addr()?;
+    let listeners = bind(&cfg).await?;
+    let addr = listeners.main.local_addr()?;
     let metrics_addr = listeners.metrics.local_addr()?;
     Ok(Handle::spawn(addr, metrics_addr, |stop| run(cfg, app, listeners, stop)))
 }

@@ -1,9 +1,6 @@
 use std::process::ExitCode;
 
-use order::{
-    Config,
-    server::{self, Listeners},
-};
+use order::{Config, server};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -13,7 +10,7 @@ async fn main() -> ExitCode {
         |c| c.identity.clone(),
         async |cfg, telemetry, stop| {
             let (store, state) = server::open_store(&cfg).await?;
-            let listeners = Listeners::bind(&cfg).await?;
+            let listeners = server::bind(&cfg).await?;
             server::run(cfg, store, state, telemetry.grpc.clone(), listeners, stop).await
         },
     )

@@ -1,12 +1,10 @@
 //! Assembles the gRPC server (OrderService, health, reflection v1 and
 //! v1alpha, behind the telemetry layer) and runs it through a graceful stop.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, sync::Arc};
 
-use anyhow::Context as _;
 use proto::order::order_service_server::OrderServiceServer;
 use telemetry::{GrpcMetrics, grpc::GrpcServerLayer, lifecycle};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
@@ -21,20 +19,11 @@ use crate::{
 
 pub const SERVICE_NAME: &str = "order.OrderService";
 
-pub struct Listeners {
-    pub grpc: TcpListener,
-    pub metrics: TcpListener,
-}
+pub use telemetry::lifecycle::Listeners;
 
-impl Listeners {
-    pub async fn bind(cfg: &Config) -> anyhow::Result<Self> {
-        let grpc_addr = SocketAddr::new(cfg.bind_addr, cfg.port);
-        let grpc = TcpListener::bind(grpc_addr)
-            .await
-            .with_context(|| format!("cannot bind PORT on {grpc_addr}"))?;
-        let metrics = telemetry::metrics::bind(SocketAddr::new(cfg.bind_addr, cfg.metrics_port)).await?;
-        Ok(Self { grpc, metrics })
-    }
+/// Binds `PORT` and `METRICS_PORT` on `BIND_ADDR`.
+pub async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
+    Listeners::bind(cfg.bind_addr, cfg.port, cfg.metrics_port).await
 }
 
 /// The store, opened and migrated. SQLite problems stop startup (a bad
@@ -103,7 +92,7 @@ pub async fn run(
     let layer = GrpcServerLayer::new(&cfg.identity, metrics.clone(), draining.clone())
         .with_streaming_methods(lifecycle::COMMON_STREAMING_METHODS.iter().copied());
 
-    let grpc_addr = listeners.grpc.local_addr()?;
+    let grpc_addr = listeners.main.local_addr()?;
     let metrics_addr = listeners.metrics.local_addr()?;
     let metrics_task = tokio::spawn(telemetry::metrics::serve(
         metrics.registry.clone(),
@@ -117,7 +106,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(OrderServiceServer::new(api).max_decoding_message_size(telemetry::grpc::DEFAULT_MAX_MESSAGE_BYTES))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc), draining.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.main), draining.clone().cancelled_owned());
     tracing::info!(
         grpc = %grpc_addr,
         metrics = %metrics_addr,
@@ -141,8 +130,8 @@ pub type Handle = telemetry::lifecycle::ServerHandle;
 /// in the background.
 pub async fn spawn(cfg: Config, metrics: GrpcMetrics) -> anyhow::Result<Handle> {
     let (store, state) = open_store(&cfg).await?;
-    let listeners = Listeners::bind(&cfg).await?;
-    let addr = listeners.grpc.local_addr()?;
+    let listeners = bind(&cfg).await?;
+    let addr = listeners.main.local_addr()?;
     let metrics_addr = listeners.metrics.local_addr()?;
     Ok(Handle::spawn(addr, metrics_addr, |stop| {
         run(cfg, store, state, metrics, listeners, stop)

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use proto::order::{OrderStatus, order_service_client::OrderServiceClient};
 use serde_json::Value;
@@ -17,16 +17,7 @@ use tokio_stream::StreamExt as _;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 fn order(envs: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_order"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs([("PORT", "0"), ("METRICS_PORT", "0"), ("BIND_ADDR", "127.0.0.1")])
-        .envs(envs.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
+    testkit::service_command(env!("CARGO_BIN_EXE_order"), envs)
 }
 
 /// The gRPC address from the "listening" line; later lines go to the receiver.

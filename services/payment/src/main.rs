@@ -1,9 +1,6 @@
 use std::{process::ExitCode, sync::Arc};
 
-use payment::{
-    Config, Faults,
-    server::{self, Listeners},
-};
+use payment::{Config, Faults, server};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -12,7 +9,7 @@ async fn main() -> ExitCode {
         Config::from_env(),
         |c| c.identity.clone(),
         async |cfg, telemetry, stop| {
-            let listeners = Listeners::bind(&cfg).await?;
+            let listeners = server::bind(&cfg).await?;
             let faults = Arc::new(Faults::new(cfg.latency, cfg.failure_percent, cfg.error_percent));
             server::run(cfg, faults, telemetry.registry.clone(), listeners, stop).await
         },

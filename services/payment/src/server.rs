@@ -1,28 +1,18 @@
 //! Binds the ports, serves the API and `/metrics`, and stops gracefully.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, sync::Arc};
 
 use anyhow::Context as _;
 use telemetry::{http::HttpObserver, lifecycle::ServerHandle, prometheus::Registry};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{api, config::Config, faults::Faults};
 
-pub struct Listeners {
-    pub http: TcpListener,
-    pub metrics: TcpListener,
-}
+pub use telemetry::lifecycle::Listeners;
 
-impl Listeners {
-    pub async fn bind(cfg: &Config) -> anyhow::Result<Self> {
-        let addr = SocketAddr::new(cfg.bind_addr, cfg.port);
-        let http = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot bind PORT on {addr}"))?;
-        let metrics = telemetry::metrics::bind(SocketAddr::new(cfg.bind_addr, cfg.metrics_port)).await?;
-        Ok(Self { http, metrics })
-    }
+/// Binds `PORT` and `METRICS_PORT` on `BIND_ADDR`.
+pub async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
+    Listeners::bind(cfg.bind_addr, cfg.port, cfg.metrics_port).await
 }
 
 /// Serves until `stop` resolves, then stops accepting and lets requests in
@@ -38,7 +28,7 @@ pub async fn run(
     let app = Arc::new(api::App::new(&cfg.identity, faults.clone(), &registry)?);
     let router = api::router(app, observer);
 
-    let addr = listeners.http.local_addr()?;
+    let addr = listeners.main.local_addr()?;
     let metrics_addr = listeners.metrics.local_addr()?;
     let draining = CancellationToken::new();
     let metrics_task = tokio::spawn(telemetry::metrics::serve(
@@ -56,7 +46,7 @@ pub async fn run(
     );
 
     let stopping = draining.clone();
-    let server = axum::serve(listeners.http, router).with_graceful_shutdown(async move {
+    let server = axum::serve(listeners.main, router).with_graceful_shutdown(async move {
         stop.await;
         tracing::info!("shutting down: no new connections, finishing requests in flight");
         stopping.cancel();
@@ -114,8 +104,8 @@ impl Handle {
 
 /// Binds the configured ports (0 = ephemeral) and serves in the background.
 pub async fn spawn(cfg: Config, registry: Registry) -> anyhow::Result<Handle> {
-    let listeners = Listeners::bind(&cfg).await?;
-    let addr = listeners.http.local_addr()?;
+    let listeners = bind(&cfg).await?;
+    let addr = listeners.main.local_addr()?;
     let metrics_addr = listeners.metrics.local_addr()?;
     let faults = Arc::new(Faults::new(cfg.latency, cfg.failure_percent, cfg.error_percent));
     let server = ServerHandle::spawn(addr, metrics_addr, |stop| {

@@ -1,6 +1,6 @@
 //! The `payment` binary as an operator runs it: config errors and SIGTERM.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::{
@@ -9,16 +9,7 @@ use tokio::{
 };
 
 fn payment(envs: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_payment"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs([("PORT", "0"), ("METRICS_PORT", "0"), ("BIND_ADDR", "127.0.0.1")])
-        .envs(envs.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
+    testkit::service_command(env!("CARGO_BIN_EXE_payment"), envs)
 }
 
 #[tokio::test]

@@ -1,9 +1,6 @@
 use std::process::ExitCode;
 
-use product::{
-    Config,
-    server::{self, Listeners},
-};
+use product::{Config, server};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -13,7 +10,7 @@ async fn main() -> ExitCode {
         |c| c.identity.clone(),
         async |cfg, telemetry, stop| {
             let catalog = server::load_catalog(&cfg)?;
-            let listeners = Listeners::bind(&cfg).await?;
+            let listeners = server::bind(&cfg).await?;
             server::run(cfg, catalog, telemetry.grpc.clone(), listeners, stop).await
         },
     )

@@ -1,12 +1,10 @@
 //! Assembles the gRPC server (ProductService, health, reflection v1 and
 //! v1alpha, behind the telemetry layer) and runs it through a graceful stop.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, sync::Arc};
 
-use anyhow::Context as _;
 use proto::product::product_service_server::ProductServiceServer;
 use telemetry::{GrpcMetrics, grpc::GrpcServerLayer, lifecycle};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
@@ -20,20 +18,11 @@ const STREAMING_METHODS: &[&str] = &[
     "/product.ProductService/AgentSync",
 ];
 
-pub struct Listeners {
-    pub grpc: TcpListener,
-    pub metrics: TcpListener,
-}
+pub use telemetry::lifecycle::Listeners;
 
-impl Listeners {
-    pub async fn bind(cfg: &Config) -> anyhow::Result<Self> {
-        let grpc_addr = SocketAddr::new(cfg.bind_addr, cfg.port);
-        let grpc = TcpListener::bind(grpc_addr)
-            .await
-            .with_context(|| format!("cannot bind PORT on {grpc_addr}"))?;
-        let metrics = telemetry::metrics::bind(SocketAddr::new(cfg.bind_addr, cfg.metrics_port)).await?;
-        Ok(Self { grpc, metrics })
-    }
+/// Binds `PORT` and `METRICS_PORT` on `BIND_ADDR`.
+pub async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
+    Listeners::bind(cfg.bind_addr, cfg.port, cfg.metrics_port).await
 }
 
 pub fn load_catalog(cfg: &Config) -> anyhow::Result<Catalog> {
@@ -67,7 +56,7 @@ pub async fn run(
             .copied(),
     );
 
-    let grpc_addr = listeners.grpc.local_addr()?;
+    let grpc_addr = listeners.main.local_addr()?;
     let metrics_addr = listeners.metrics.local_addr()?;
     let metrics_task = tokio::spawn(telemetry::metrics::serve(
         metrics.registry.clone(),
@@ -84,7 +73,7 @@ pub async fn run(
         .add_service(
             ProductServiceServer::new(api).max_decoding_message_size(telemetry::grpc::DEFAULT_MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc), stopping.cancelled_owned());
+        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.main), stopping.cancelled_owned());
     tracing::info!(
         grpc = %grpc_addr,
         metrics = %metrics_addr,
@@ -103,8 +92,8 @@ pub type Handle = telemetry::lifecycle::ServerHandle;
 /// Binds the configured ports (0 = ephemeral) and serves in the background.
 pub async fn spawn(cfg: Config, metrics: GrpcMetrics) -> anyhow::Result<Handle> {
     let catalog = load_catalog(&cfg)?;
-    let listeners = Listeners::bind(&cfg).await?;
-    let addr = listeners.grpc.local_addr()?;
+    let listeners = bind(&cfg).await?;
+    let addr = listeners.main.local_addr()?;
     let metrics_addr = listeners.metrics.local_addr()?;
     Ok(Handle::spawn(addr, metrics_addr, |stop| {
         run(cfg, catalog, metrics, listeners, stop)

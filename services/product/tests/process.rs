@@ -3,10 +3,7 @@
 
 mod common;
 
-use std::{
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use proto::product::{AgentPing, GetProductRequest, product_service_client::ProductServiceClient};
 use serde_json::Value;
@@ -22,16 +19,7 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus,
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 fn product(envs: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_product"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs([("PORT", "0"), ("METRICS_PORT", "0"), ("BIND_ADDR", "127.0.0.1")])
-        .envs(envs.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
+    testkit::service_command(env!("CARGO_BIN_EXE_product"), envs)
 }
 
 /// Collects stdout lines in the background; returns the gRPC and metrics
