@@ -1,0 +1,38 @@
+//! localmesh: the Istio ingress gateway and sidecars played on one machine, from the repo's own
+//! `gateway/` and `manifests/` (DESIGN.md "localmesh, briefly").
+//!
+//! This crate's first layer is the routing model: [`load`] reads the YAML once (through the shared
+//! `manifests` loader), [`build()`] validates it and compiles it into a [`Mesh`], and [`select`] picks
+//! routes, backends and endpoints with pure functions, so every routing decision is testable without
+//! sockets. What the model does not emulate is listed in [`Mesh::not_emulated`].
+
+pub mod build;
+pub mod duration;
+mod error;
+pub mod model;
+pub mod outlier;
+pub mod select;
+mod summary;
+pub mod unsupported;
+
+use std::path::Path;
+
+pub use build::{Options, build};
+pub use error::{Invalid, MeshError};
+pub use model::Mesh;
+pub use outlier::{Outcome, Outlier};
+pub use select::Request;
+pub use unsupported::NotEmulated;
+
+/// Loads `gateway/` and `manifests/{base,istio}` under `root` as files (no kustomize rendering, so
+/// the result never depends on a kubectl being installed) and compiles them. Certificates are
+/// looked up where `gateway/certs.sh` writes them: `<root>/gateway/certs`.
+pub fn load(root: &Path) -> Result<Mesh, MeshError> {
+    let manifests = manifests::load_repo(root, &manifests::Render::Never)?;
+    build(
+        &manifests,
+        &Options {
+            cert_dir: root.join("gateway/certs"),
+        },
+    )
+}

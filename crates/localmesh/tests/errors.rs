@@ -1,0 +1,124 @@
+//! Manifest errors stop the build and name file, kind/name and field; the lint binary agrees.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use localmesh::{MeshError, Options};
+
+fn build(yaml: &str) -> Result<localmesh::Mesh, MeshError> {
+    let objects = manifests::load_str(yaml, Path::new("fixture.yaml"))?;
+    let mut m = manifests::Manifests::default();
+    m.extend(objects);
+    localmesh::build(
+        &m,
+        &Options {
+            cert_dir: PathBuf::from("certs"),
+        },
+    )
+}
+
+const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 8080}]\n---\n";
+
+fn err(yaml: &str) -> String {
+    build(yaml).expect_err("must fail").to_string()
+}
+
+#[test]
+fn a_bad_regex_names_the_field() {
+    let e = err(&format!(
+        "{SERVICE}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs, namespace: default}}\nspec:\n  hosts: [web]\n  http:\n  - match:\n    - headers:\n        x: {{regex: '(unclosed'}}\n    route:\n    - destination: {{host: web}}\n"
+    ));
+    for part in [
+        "fixture.yaml doc 2",
+        "VirtualService default/vs",
+        "spec.http[0].match[0].headers.x.regex",
+        "invalid regex",
+    ] {
+        assert!(e.contains(part), "{e:?} lacks {part:?}");
+    }
+}
+
+#[test]
+fn retry_tokens_with_spaces_and_bad_durations_are_rejected() {
+    let e = err(&format!(
+        "{SERVICE}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs, namespace: default}}\nspec:\n  hosts: [web]\n  http:\n  - route:\n    - destination: {{host: web}}\n    timeout: 5x\n    retries: {{attempts: 2, retryOn: 'unavailable, cancelled'}}\n"
+    ));
+    assert!(e.contains("spec.http[0].timeout") && e.contains("unknown unit"), "{e}");
+    assert!(
+        e.contains("spec.http[0].retries.retryOn") && e.contains("` cancelled`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_subsets_and_backends_are_errors() {
+    let e = err(&format!(
+        "{SERVICE}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs, namespace: default}}\nspec:\n  hosts: [web]\n  http:\n  - route:\n    - destination: {{host: web, subset: v9}}\n"
+    ));
+    assert!(e.contains("spec.http[0].route[0].destination.subset"), "{e}");
+    let e = err(&format!(
+        "{SERVICE}apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: default}}\nspec:\n  listeners: [{{name: http, port: 80, protocol: HTTP}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: default}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules:\n  - backendRefs: [{{name: missing, port: 80}}]\n"
+    ));
+    assert!(
+        e.contains("HTTPRoute default/r") && e.contains("spec.rules[0].backendRefs[0].name"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_parse_error_names_the_file() {
+    let e = err(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs}\nspec:\n  http:\n  - route:\n    - destination: {host: web}\n      weight: eighty\n",
+    );
+    assert!(e.contains("fixture.yaml") && e.contains("weight"), "{e}");
+}
+
+fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("mkdir");
+    for e in std::fs::read_dir(src).expect("read_dir") {
+        let p = e.expect("entry").path();
+        let to = dst.join(p.file_name().expect("name"));
+        if p.is_dir() {
+            copy_tree(&p, &to);
+        } else {
+            std::fs::copy(&p, &to).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn lint_exits_0_on_the_repo_and_non_zero_on_a_broken_copy() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let lint = |root: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_localmesh"))
+            .args(["lint", "--root"])
+            .arg(root)
+            .output()
+            .expect("run localmesh")
+    };
+    let ok = lint(&repo);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        stdout.contains("product-service-v2") && stdout.contains("PeerAuthentication default/default"),
+        "{stdout}"
+    );
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for d in ["manifests", "gateway"] {
+        copy_tree(&repo.join(d), &tmp.path().join(d));
+    }
+    let vs = tmp.path().join("manifests/istio/product-virtualservice.yaml");
+    let text = std::fs::read_to_string(&vs).expect("read");
+    std::fs::write(&vs, text.replacen("perTryTimeout: 2s", "perTryTimeout: 2 seconds", 1)).expect("write");
+    let bad = lint(tmp.path());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    for part in [
+        "manifests/istio/product-virtualservice.yaml",
+        "VirtualService default/product-vs",
+        "retries.perTryTimeout",
+    ] {
+        assert!(stderr.contains(part), "{stderr:?} lacks {part:?}");
+    }
+}

@@ -1,0 +1,225 @@
+//! Routing decisions over the repository's real manifests, without sockets.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use localmesh::model::{Key, Protocol, RetryOn, RouteAction};
+use localmesh::select::{self, Sidecar};
+use localmesh::{Mesh, Request};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn mesh() -> Mesh {
+    localmesh::load(&root()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+const HOST: &str = "sit-gateway.tcex.com.vn";
+
+/// The backend Service names of the gateway route chosen for `req` on the HTTPS listener.
+fn gateway_backends(m: &Mesh, req: &Request) -> (Vec<(String, u32)>, Option<Duration>) {
+    let (_, r) = select::gateway(m, 443, HOST, req).expect("a route");
+    let RouteAction::Forward(b) = &r.action else {
+        panic!("not forwarded: {:?}", r.action)
+    };
+    (
+        b.iter().map(|b| (b.service.name.clone(), b.weight)).collect(),
+        r.timeout,
+    )
+}
+
+#[test]
+fn premium_header_selects_v2_at_the_gateway() {
+    let m = mesh();
+    let req = Request::grpc("/product.ProductService/GetProduct").header("user-type", "premium");
+    assert_eq!(
+        gateway_backends(&m, &req),
+        (vec![("product-service-v2".into(), 1)], Some(Duration::from_secs(5)))
+    );
+}
+
+#[test]
+fn agent_sync_follows_agent_version_with_full_match_regexes() {
+    let m = mesh();
+    for (version, want) in [
+        (Some("v1.3"), "product-service-v1"),
+        (Some("v2.1"), "product-service-v2"),
+        (Some("x9"), "product-service-v1"),
+        (Some("v2"), "product-service-v1"),
+        (None, "product-service-v1"),
+    ] {
+        let mut req = Request::grpc("/product.ProductService/AgentSync").header("user-type", "premium");
+        if let Some(v) = version {
+            req = req.header("agent-version", v);
+        }
+        let (b, timeout) = gateway_backends(&m, &req);
+        assert_eq!(b, vec![(want.to_string(), 1)], "agent-version {version:?}");
+        assert_eq!(timeout, None, "a stream has no route timeout");
+    }
+}
+
+#[test]
+fn get_product_without_headers_splits_80_20() {
+    let m = mesh();
+    let req = Request::grpc("/product.ProductService/GetProduct");
+    let (_, r) = select::gateway(&m, 443, "sit-gateway.tcex.com.vn:8443", &req).expect("route");
+    let RouteAction::Forward(b) = &r.action else { panic!() };
+    assert_eq!(select::total_weight(b), 100);
+    let v2 = (0..100)
+        .filter(|&draw| select::pick(b, draw).is_some_and(|x| x.service.name == "product-service-v2"))
+        .count();
+    assert_eq!(v2, 20, "a deterministic draw over 0..100 lands 20 times on v2");
+    assert_eq!(
+        select::pick(b, 0).map(|x| x.service.name.as_str()),
+        Some("product-service-v1")
+    );
+    assert_eq!(
+        select::pick(b, 99).map(|x| x.service.name.as_str()),
+        Some("product-service-v2")
+    );
+}
+
+#[test]
+fn other_gateway_paths() {
+    let m = mesh();
+    let order = Request::grpc("/order.OrderService/CreateOrder");
+    assert_eq!(
+        gateway_backends(&m, &order),
+        (vec![("order-service".into(), 1)], Some(Duration::from_secs(10)))
+    );
+    let home = Request::new("GET", "/");
+    assert_eq!(gateway_backends(&m, &home).0, vec![("frontend".into(), 1)]);
+    // Element-wise prefix: a longer service name is not the product service.
+    let x = Request::grpc("/product.ProductServiceX/GetProduct");
+    assert_eq!(gateway_backends(&m, &x).0, vec![("frontend".into(), 1)]);
+    let refl = Request::grpc("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo");
+    assert_eq!(gateway_backends(&m, &refl).0, vec![("product-service".into(), 1)]);
+    assert!(select::gateway(&m, 443, "other.example.com", &home).is_err());
+}
+
+#[test]
+fn the_http_listener_redirects_and_https_has_the_certificate() {
+    let m = mesh();
+    let (l, r) = select::gateway(&m, 80, HOST, &Request::new("GET", "/products/1")).expect("route");
+    assert_eq!(l.protocol, Protocol::Http);
+    let RouteAction::Redirect(rd) = &r.action else {
+        panic!("{:?}", r.action)
+    };
+    assert_eq!((rd.scheme.as_deref(), rd.status), (Some("https"), 301));
+    let https = select::listener(&m, 443, HOST).expect("https listener");
+    let tls = https.tls.as_ref().expect("tls");
+    assert_eq!(tls.secret, Key::new("gateway", "tcex-cert"));
+    assert!(tls.cert_file.ends_with("gateway/certs/tls.crt"));
+}
+
+#[test]
+fn east_west_product_vs_timeouts_and_retries() {
+    let m = mesh();
+    let get = Request::grpc("/product.ProductService/GetProduct");
+    let s = select::sidecar(&m, "default", "product-service:50051", &get).expect("route");
+    assert!(matches!(s, Sidecar::Route { .. }));
+    assert_eq!(s.timeout(), Some(Duration::from_secs(5)));
+    let r = s.retry();
+    assert_eq!((r.attempts, r.per_try_timeout), (3, Some(Duration::from_secs(2))));
+    for t in [
+        RetryOn::Unavailable,
+        RetryOn::Cancelled,
+        RetryOn::ConnectFailure,
+        RetryOn::RefusedStream,
+    ] {
+        assert!(r.retries_on(t), "{t}");
+    }
+    let subsets: Vec<_> = s.backends().iter().map(|b| (b.subset.clone(), b.weight)).collect();
+    assert_eq!(subsets, vec![(Some("v1".into()), 80), (Some("v2".into()), 20)]);
+
+    let premium = get.clone().header("user-type", "premium");
+    let s = select::sidecar(&m, "default", "product-service", &premium).expect("route");
+    assert_eq!(s.backends()[0].subset.as_deref(), Some("v2"));
+
+    let agent = Request::grpc("/product.ProductService/AgentSync").header("agent-version", "v2.0");
+    let s = select::sidecar(&m, "default", "product-service.default.svc.cluster.local", &agent).expect("route");
+    assert_eq!(s.timeout(), None);
+    assert!(!s.retry().is_enabled());
+    assert_eq!(s.backends()[0].subset.as_deref(), Some("v2"));
+}
+
+#[test]
+fn a_host_without_virtual_service_goes_straight_to_its_service() {
+    let m = mesh();
+    let s = select::sidecar(&m, "default", "frontend:8080", &Request::new("GET", "/")).expect("route");
+    let Sidecar::Direct { service, retry, .. } = &s else {
+        panic!("{s:?}")
+    };
+    assert_eq!(service.key, Key::new("default", "frontend"));
+    assert_eq!(retry.attempts, 2);
+    assert!(select::sidecar(&m, "default", "nowhere", &Request::new("GET", "/")).is_none());
+    // The external payment host is routed by its VirtualService to the stand-in.
+    let pay = Request::new("POST", "/v1/charges").port(80);
+    let s = select::sidecar(&m, "default", "api.payment-provider.com", &pay).expect("route");
+    assert_eq!(s.backends()[0].service, Key::new("default", "payment"));
+    assert_eq!(s.timeout(), Some(Duration::from_secs(5)));
+}
+
+#[test]
+fn destination_rule_subsets_map_to_the_deployments_pods() {
+    let m = mesh();
+    let get = Request::grpc("/product.ProductService/GetProduct");
+    let s = select::sidecar(&m, "default", "product-service", &get).expect("route");
+    for (b, want) in s.backends().iter().zip(["product-v1", "product-v2"]) {
+        let w: Vec<_> = select::workloads(&m, b).iter().map(|w| w.key.name.clone()).collect();
+        assert_eq!(w, vec![want.to_string()]);
+        let p = select::traffic_policy(&m, b);
+        let o = p.outlier.expect("outlier detection");
+        assert_eq!(
+            (o.consecutive_5xx, o.consecutive_gateway, o.max_ejection_percent),
+            (5, 3, 50)
+        );
+        assert_eq!(o.base_ejection, Duration::from_secs(30));
+        assert_eq!(p.pool.http2_max_requests, Some(1000));
+    }
+}
+
+#[test]
+fn pods_to_start_with_their_env() {
+    let m = mesh();
+    let pods = m.pods("localhost");
+    let count = |w: &str| pods.iter().filter(|p| p.workload.name == w).count();
+    for (w, n) in [
+        ("product-v1", 2),
+        ("product-v2", 1),
+        ("order", 1),
+        ("frontend", 2),
+        ("payment", 1),
+    ] {
+        assert_eq!(count(w), n, "{w}");
+    }
+    assert_eq!(pods.len(), 7, "postgres (a StatefulSet) is not started");
+    let v2 = pods.iter().find(|p| p.workload.name == "product-v2").expect("v2 pod");
+    let env = |k: &str| v2.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(env("SERVICE_VERSION"), Some("v2"));
+    assert_eq!(env("POD_NAME"), Some("product-v2-0"));
+    assert_eq!(env("POD_NAMESPACE"), Some("default"));
+    assert_eq!(env("NODE_NAME"), Some("localhost"));
+    let order = pods.iter().find(|p| p.workload.name == "order").expect("order pod");
+    assert!(
+        order.env.iter().all(|(n, _)| n != "DATABASE_URL"),
+        "secret refs stay unset"
+    );
+}
+
+#[test]
+fn peer_authentication_strict_is_reported_as_not_emulated() {
+    let m = mesh();
+    let pa = m
+        .not_emulated
+        .iter()
+        .find(|n| n.object.starts_with("PeerAuthentication"))
+        .expect("reported");
+    assert_eq!(pa.field, "spec.mtls.mode");
+    assert!(pa.message.starts_with("STRICT"), "{pa}");
+    assert!(pa.source.file.ends_with("manifests/istio/peerauthentication.yaml"));
+    for kind in ["AuthorizationPolicy", "Telemetry", "ServiceEntry"] {
+        assert!(m.not_emulated.iter().any(|n| n.object.starts_with(kind)), "{kind}");
+    }
+}
