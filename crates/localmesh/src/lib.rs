@@ -11,6 +11,7 @@ pub mod duration;
 mod error;
 pub mod model;
 pub mod outlier;
+pub mod proxy;
 pub mod select;
 mod summary;
 pub mod unsupported;

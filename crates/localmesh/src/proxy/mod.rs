@@ -1,0 +1,1036 @@
+//! The data plane: the gateway listener (TLS, SNI, HTTP/1.1 and HTTP/2) and the sidecar listener
+//! (h2c and HTTP/1.1), both routing with [`crate::select`] and forwarding through one machinery:
+//! weighted backends, DestinationRule load balancing over the live [`Endpoints`], outlier
+//! ejection, route timeouts, retries, fault injection, Istio's metrics and a JSON access log.
+//!
+//! Built from hyper 1 / hyper-util (server: auto HTTP/1.1 + HTTP/2; client: the pooled legacy
+//! client, HTTP/2 prior knowledge to gRPC backends) and tokio-rustls. Response bodies stream
+//! through frame by frame; only a request body that ends within a short window is buffered, and
+//! only such requests are ever retried.
+
+mod body;
+pub mod endpoints;
+pub mod metrics;
+pub mod tls;
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body::{Body as _, Frame};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use prometheus::Registry;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use crate::model::{
+    AbortStatus, Backend, Fault, Key, Listener, Mesh, Redirect, RetryOn, RetryPolicy, RouteAction, TrafficPolicy,
+};
+use crate::outlier::{Outcome, Outlier};
+use crate::select;
+
+use body::{Observed, Prefixed, Replay};
+use endpoints::InFlight;
+pub use endpoints::{Endpoint, Endpoints};
+pub use metrics::{Labels, ProxyMetrics};
+pub use tls::{GATEWAY_HOST, LocalCa, TlsError, ensure_local_ca, load_certified_key, load_pem, server_config};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of every request and response the proxy hands to hyper.
+pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// `source_app` / `source_workload` of requests entering through the gateway: the Deployment Istio
+/// creates for `public-api-gateway`.
+pub const GATEWAY_WORKLOAD: &str = "public-api-gateway-istio";
+/// The largest request body buffered for retries (Envoy's per-request buffer limit is similar).
+const RETRY_BUFFER_LIMIT: usize = 1 << 20;
+/// How long a request body may take to end before the request counts as a stream (and is sent on
+/// without buffering, and never retried).
+const BUFFER_WINDOW: Duration = Duration::from_millis(50);
+/// Envoy's default cluster connect timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The caller a sidecar listener stands for (east-west traffic from one workload).
+#[derive(Debug, Clone)]
+pub struct SidecarSource {
+    /// The caller's namespace: short hosts (`product-service`) resolve against it.
+    pub namespace: String,
+    /// The caller's `app` label (`source_app`).
+    pub app: String,
+    /// The caller's Deployment (`source_workload`).
+    pub workload: String,
+}
+
+#[derive(Debug, Clone)]
+enum Hop {
+    Gateway(Arc<Listener>),
+    Sidecar(Arc<SidecarSource>),
+}
+
+/// A running listener; dropping it (or [`Running::stop`]) stops accepting and closes its connections.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    pub fn stop(self) {}
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Debug)]
+struct ClusterOutlier {
+    ids: Vec<u64>,
+    outlier: Outlier,
+}
+
+/// The shared state of every listener: the routing model, the endpoints, the upstream connection
+/// pools, outlier state and metrics.
+pub struct Proxy {
+    mesh: Arc<Mesh>,
+    endpoints: Arc<Endpoints>,
+    registry: Registry,
+    metrics: ProxyMetrics,
+    h1: Client<HttpConnector, ProxyBody>,
+    h2: Client<HttpConnector, ProxyBody>,
+    outliers: Mutex<HashMap<String, ClusterOutlier>>,
+    counter: AtomicU64,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// A proxy over `mesh`, with its metrics in a fresh registry ([`Proxy::registry`]).
+    pub fn new(mesh: Mesh, endpoints: Arc<Endpoints>) -> prometheus::Result<Arc<Self>> {
+        let registry = Registry::new();
+        let metrics = ProxyMetrics::new(&registry)?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let h1 = Client::builder(TokioExecutor::new()).build(connector.clone());
+        let h2 = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
+        Ok(Arc::new(Proxy {
+            mesh: Arc::new(mesh),
+            endpoints,
+            registry,
+            metrics,
+            h1,
+            h2,
+            outliers: Mutex::new(HashMap::new()),
+            counter: AtomicU64::new(0),
+        }))
+    }
+
+    /// `istio_requests_total` and `istio_request_duration_milliseconds`.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn endpoints(&self) -> &Arc<Endpoints> {
+        &self.endpoints
+    }
+
+    pub fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    /// Serves a gateway listener on `tcp` (routes still match on the listener's model port): with
+    /// `tls` (see [`server_config`]) TLS 1.2/1.3 terminated here, SNI checked, ALPN `h2` and
+    /// `http/1.1`; without, plaintext (the `http` listener, whose route redirects to HTTPS).
+    pub fn serve_gateway(
+        self: &Arc<Self>,
+        listener: Listener,
+        tcp: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<Running> {
+        let addr = tcp.local_addr()?;
+        let acceptor = tls.map(TlsAcceptor::from);
+        let hop = Hop::Gateway(Arc::new(listener));
+        let proxy = self.clone();
+        let task = tokio::spawn(accept_loop(tcp, move |stream| {
+            let acceptor = acceptor.clone();
+            let proxy = proxy.clone();
+            let hop = hop.clone();
+            async move {
+                let Some(acceptor) = acceptor else {
+                    return proxy.serve_connection(hop, stream).await;
+                };
+                match acceptor.accept(stream).await {
+                    Ok(tls) => proxy.serve_connection(hop, tls).await,
+                    Err(e) => tracing::debug!(error = %e, "gateway TLS handshake failed"),
+                }
+            }
+        }));
+        Ok(Running { addr, task })
+    }
+
+    /// Serves a plaintext (h2c and HTTP/1.1) sidecar listener for calls from `source`.
+    pub fn serve_sidecar(self: &Arc<Self>, source: SidecarSource, tcp: TcpListener) -> io::Result<Running> {
+        let addr = tcp.local_addr()?;
+        let hop = Hop::Sidecar(Arc::new(source));
+        let proxy = self.clone();
+        let task = tokio::spawn(accept_loop(tcp, move |stream| {
+            proxy.clone().serve_connection(hop.clone(), stream)
+        }));
+        Ok(Running { addr, task })
+    }
+
+    async fn serve_connection<I>(self: Arc<Self>, hop: Hop, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let svc = hyper::service::service_fn(move |req| {
+            let proxy = self.clone();
+            let hop = hop.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(hop, req).await) }
+        });
+        if let Err(e) = auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(io), svc)
+            .await
+        {
+            tracing::debug!(error = %e, "downstream connection ended with an error");
+        }
+    }
+
+    async fn handle(self: Arc<Self>, hop: Hop, req: Request<Incoming>) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let mesh = self.mesh.clone();
+        let (parts, body) = req.into_parts();
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| header_str(&parts.headers, "host").map(str::to_string))
+            .unwrap_or_default();
+        let path_q = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let mut sreq = select::Request::new(parts.method.as_str(), &path_q).authority(&authority);
+        for (n, v) in &parts.headers {
+            if let Ok(v) = v.to_str() {
+                sreq.headers.push((n.as_str().to_string(), v.to_string()));
+            }
+        }
+        let grpc = header_str(&parts.headers, "content-type").is_some_and(|c| c.starts_with("application/grpc"));
+        let (hop_name, source_app, source_workload) = match &hop {
+            Hop::Gateway(_) => ("gateway", GATEWAY_WORKLOAD.to_string(), GATEWAY_WORKLOAD.to_string()),
+            Hop::Sidecar(s) => ("sidecar", s.app.clone(), s.workload.clone()),
+        };
+        let ctx = Ctx {
+            start,
+            hop: hop_name,
+            source_app,
+            source_workload,
+            authority: authority.clone(),
+            path: sreq.path.clone(),
+            method: parts.method.to_string(),
+            grpc,
+        };
+
+        let plan = match &hop {
+            Hop::Gateway(l) => {
+                sreq.port = Some(l.port);
+                match select::gateway(&mesh, l.port, &authority, &sreq) {
+                    Err(_) => return self.no_route(&ctx),
+                    Ok((_, route)) => match &route.action {
+                        RouteAction::Redirect(r) => return self.redirect(&ctx, r, &path_q, l.protocol),
+                        RouteAction::Forward(b) => Plan {
+                            backends: b.clone(),
+                            timeout: route.timeout,
+                            retry: route.retry.clone(),
+                            fault: None,
+                        },
+                    },
+                }
+            }
+            Hop::Sidecar(s) => {
+                sreq.port = authority
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse().ok())
+                    .or(Some(80));
+                match select::sidecar(&mesh, &s.namespace, &authority, &sreq) {
+                    None => return self.no_route(&ctx),
+                    Some(sc) => Plan {
+                        backends: sc.backends().to_vec(),
+                        timeout: sc.timeout(),
+                        retry: sc.retry().clone(),
+                        fault: sc.fault().cloned(),
+                    },
+                }
+            }
+        };
+
+        if let Some(fault) = &plan.fault {
+            let (delay, abort) = fault.decide(rand_percent(), rand_percent());
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            if let Some(abort) = abort {
+                let (http, code) = match abort {
+                    AbortStatus::Http(s) => (*s, http_to_grpc(*s)),
+                    AbortStatus::Grpc(name) => (500, grpc_code(name)),
+                };
+                return self.local(&ctx, None, http, code, "fault filter abort".into(), "FI");
+            }
+        }
+
+        let Some(backend) = select::pick(&plan.backends, rand64() as u32).cloned() else {
+            return self.local(
+                &ctx,
+                None,
+                500,
+                14,
+                "every backend of the route has weight 0".into(),
+                "-",
+            );
+        };
+        self.forward(ctx, &mesh, &parts, body, &sreq, &path_q, backend, &plan)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        ctx: Ctx,
+        mesh: &Mesh,
+        parts: &http::request::Parts,
+        body: Incoming,
+        sreq: &select::Request,
+        path_q: &str,
+        backend: Backend,
+        plan: &Plan,
+    ) -> Response<ProxyBody> {
+        let Some(service) = mesh.service(&backend.service) else {
+            let msg = format!("backend {backend} is not a known Service");
+            return self.local(&ctx, None, 500, 14, msg, "NR");
+        };
+        let http2 = backend
+            .port
+            .and_then(|p| service.ports.iter().find(|sp| sp.port == p))
+            .or(service.ports.first())
+            .is_some_and(|p| p.is_http2());
+        let policy = select::traffic_policy(mesh, &backend).clone();
+        let cluster = format!("{}|{}", backend.service, backend.subset.as_deref().unwrap_or(""));
+        let eps: Vec<Arc<Endpoint>> = select::workloads(mesh, &backend)
+            .iter()
+            .flat_map(|w| self.endpoints.of(&w.key))
+            .collect();
+        let fqdn = service.key.fqdn();
+
+        let deadline = plan.timeout.map(|t| ctx.start + t);
+        let (buffered, mut streaming) = if plan.retry.is_enabled() {
+            match read_body(body).await {
+                Ok(Ok(frames)) => (Some(frames), None),
+                Ok(Err(prefixed)) => (None, Some(prefixed)),
+                Err(e) => {
+                    let msg = format!("reading the request body: {e}");
+                    return self.local(&ctx, Some(&service.key), 400, 13, msg, "DC");
+                }
+            }
+        } else {
+            (
+                None,
+                Some(Prefixed {
+                    prefix: VecDeque::new(),
+                    rest: body,
+                }),
+            )
+        };
+
+        let mut tried: Vec<u64> = Vec::new();
+        let mut retries_left = plan.retry.attempts;
+        loop {
+            let Some(ep) = self.choose(&cluster, &policy, &eps, sreq, &tried) else {
+                let msg = format!("no healthy upstream for {fqdn}");
+                return self.local(&ctx, Some(&service.key), 503, 14, msg, "UH");
+            };
+            let attempt_body = match (&buffered, streaming.take()) {
+                (Some(frames), _) => Replay::new(frames).boxed_unsync(),
+                (None, Some(s)) => s.boxed_unsync(),
+                (None, None) => {
+                    let msg = format!("upstream of {fqdn} failed and the request body is gone");
+                    return self.local(&ctx, Some(&service.key), 503, 14, msg, "UF");
+                }
+            };
+            let upstream = upstream_request(parts, &ctx, &ep, http2, path_q, attempt_body, tried.len());
+            let in_flight = ep.begin();
+            let client = if http2 { &self.h2 } else { &self.h1 };
+            let now = Instant::now();
+            let try_deadline = match (deadline, plan.retry.per_try_timeout.map(|p| now + p)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let sent = client.request(upstream);
+            let result = match try_deadline {
+                Some(d) => tokio::time::timeout_at(d, sent).await.ok(),
+                None => Some(sent.await),
+            };
+            let can_retry = buffered.is_some() && retries_left > 0;
+            match result {
+                Some(Ok(resp)) => {
+                    let status = resp.status().as_u16();
+                    let grpc_status: Option<i32> =
+                        header_str(resp.headers(), "grpc-status").and_then(|s| s.parse().ok());
+                    let outcome = match grpc_status {
+                        Some(c) if ctx.grpc => Outcome::Grpc(c),
+                        _ => Outcome::Http(status),
+                    };
+                    self.record_outlier(&cluster, &policy, &eps, &ep, outcome);
+                    let retriable = retriable_response(&plan.retry, ctx.grpc, status, grpc_status);
+                    if retriable && can_retry {
+                        retries_left -= 1;
+                        tried.push(ep.id);
+                        tracing::debug!(pod = %ep.pod, status, ?grpc_status, "retrying");
+                        continue;
+                    }
+                    let flags = if retriable && buffered.is_some() { "URX" } else { "-" };
+                    return self.respond(&ctx, &service.key, &ep, in_flight, resp, flags, deadline);
+                }
+                Some(Err(e)) => {
+                    self.record_outlier(&cluster, &policy, &eps, &ep, Outcome::ConnectFailure);
+                    let connect = e.is_connect();
+                    let refused = !connect && is_refused(&e);
+                    let retriable = (connect && plan.retry.retries_on(RetryOn::ConnectFailure))
+                        || (refused && plan.retry.retries_on(RetryOn::RefusedStream))
+                        || ((refused || !connect)
+                            && (plan.retry.retries_on(RetryOn::Reset) || plan.retry.retries_on(RetryOn::FiveXx)));
+                    if retriable && can_retry {
+                        retries_left -= 1;
+                        tried.push(ep.id);
+                        tracing::debug!(pod = %ep.pod, error = %e, "retrying after an upstream error");
+                        continue;
+                    }
+                    let mut flags = if connect { "UF" } else { "UR" }.to_string();
+                    if retriable && buffered.is_some() {
+                        flags.push_str(",URX");
+                    }
+                    let msg = format!("upstream connect error to {} ({fqdn}): {}", ep.pod, error_chain(&e));
+                    return self.local_from(&ctx, &service.key, Some(&ep), 503, 14, msg, &flags);
+                }
+                None => {
+                    let overall = deadline.is_some_and(|d| Instant::now() >= d);
+                    if !overall && can_retry {
+                        retries_left -= 1;
+                        tried.push(ep.id);
+                        continue;
+                    }
+                    let msg = format!("upstream request timeout ({fqdn})");
+                    return self.local_from(&ctx, &service.key, Some(&ep), 504, 14, msg, "UT");
+                }
+            }
+        }
+    }
+
+    /// An endpoint of the cluster for one attempt: healthy, not ejected, preferably not tried yet.
+    fn choose(
+        &self,
+        cluster: &str,
+        policy: &TrafficPolicy,
+        eps: &[Arc<Endpoint>],
+        req: &select::Request,
+        tried: &[u64],
+    ) -> Option<Arc<Endpoint>> {
+        let now = std::time::Instant::now();
+        let ejected = self
+            .with_outlier(cluster, policy, eps, |o, ids| {
+                ids.iter()
+                    .enumerate()
+                    .filter(|(i, _)| o.is_ejected(*i, now))
+                    .map(|(_, id)| *id)
+                    .collect::<Vec<u64>>()
+            })
+            .unwrap_or_default();
+        let healthy: Vec<&Arc<Endpoint>> = eps
+            .iter()
+            .filter(|e| e.is_healthy() && !ejected.contains(&e.id))
+            .collect();
+        let fresh: Vec<&Arc<Endpoint>> = healthy.iter().copied().filter(|e| !tried.contains(&e.id)).collect();
+        let pool = if fresh.is_empty() { healthy } else { fresh };
+        let in_flight: Vec<u32> = pool.iter().map(|e| e.in_flight()).collect();
+        let counter = self.counter.fetch_add(1, Ordering::Relaxed);
+        let i = select::choose_endpoint(&policy.load_balancer, req, &in_flight, counter, rand64())?;
+        pool.get(i).map(|e| (*e).clone())
+    }
+
+    fn with_outlier<R>(
+        &self,
+        cluster: &str,
+        policy: &TrafficPolicy,
+        eps: &[Arc<Endpoint>],
+        f: impl FnOnce(&mut Outlier, &[u64]) -> R,
+    ) -> Option<R> {
+        let cfg = policy.outlier?;
+        let ids: Vec<u64> = eps.iter().map(|e| e.id).collect();
+        let mut map = self.outliers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = map.entry(cluster.to_string()).or_insert_with(|| ClusterOutlier {
+            ids: ids.clone(),
+            outlier: Outlier::new(cfg, ids.len()),
+        });
+        if entry.ids != ids {
+            // The endpoint set changed (a pod came or went): start over, as Envoy does for new hosts.
+            *entry = ClusterOutlier {
+                outlier: Outlier::new(cfg, ids.len()),
+                ids,
+            };
+        }
+        Some(f(&mut entry.outlier, &entry.ids))
+    }
+
+    fn record_outlier(
+        &self,
+        cluster: &str,
+        policy: &TrafficPolicy,
+        eps: &[Arc<Endpoint>],
+        ep: &Endpoint,
+        outcome: Outcome,
+    ) {
+        let now = std::time::Instant::now();
+        self.with_outlier(cluster, policy, eps, |o, ids| {
+            let Some(i) = ids.iter().position(|id| *id == ep.id) else {
+                return;
+            };
+            if let Some(e) = o.record(i, outcome, now) {
+                tracing::warn!(
+                    target: "localmesh::outlier",
+                    cluster,
+                    pod = %ep.pod,
+                    reason = ?e.reason,
+                    ejected_for_ms = e.until.saturating_duration_since(now).as_millis() as u64,
+                    "endpoint ejected"
+                );
+            }
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &self,
+        ctx: &Ctx,
+        service: &Key,
+        ep: &Arc<Endpoint>,
+        in_flight: InFlight,
+        resp: Response<Incoming>,
+        flags: &str,
+        deadline: Option<Instant>,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.version = Version::HTTP_11;
+        if let Ok(v) = HeaderValue::from_str(&ep.pod) {
+            parts.headers.insert(HeaderName::from_static("x-localmesh-upstream"), v);
+        }
+        parts.headers.insert(
+            HeaderName::from_static("x-envoy-upstream-service-time"),
+            HeaderValue::from(ctx.start.elapsed().as_millis() as u64),
+        );
+        let grpc_status = header_str(&parts.headers, "grpc-status").map(str::to_string);
+        let mut record = self.record(ctx, Some(service), Some(ep), parts.status.as_u16(), grpc_status, flags);
+        record.in_flight = Some(in_flight);
+        Response::from_parts(parts, Observed::new(body, record, deadline).boxed_unsync())
+    }
+
+    fn record(
+        &self,
+        ctx: &Ctx,
+        service: Option<&Key>,
+        ep: Option<&Endpoint>,
+        code: u16,
+        grpc_status: Option<String>,
+        flags: &str,
+    ) -> Record {
+        let unknown = || "unknown".to_string();
+        let labels = Labels {
+            reporter: "source",
+            source_app: ctx.source_app.clone(),
+            source_workload: ctx.source_workload.clone(),
+            destination_app: ep.map_or_else(unknown, |e| e.app().to_string()),
+            destination_version: ep.map_or_else(unknown, |e| e.version().to_string()),
+            destination_workload: ep.map_or_else(unknown, |e| e.workload.name.clone()),
+            destination_workload_namespace: ep.map_or_else(unknown, |e| e.workload.namespace.clone()),
+            destination_service: service.map_or_else(unknown, Key::fqdn),
+            destination_service_name: service.map_or_else(unknown, |s| s.name.clone()),
+            destination_service_namespace: service.map_or_else(unknown, |s| s.namespace.clone()),
+            request_protocol: if ctx.grpc { "grpc" } else { "http" },
+            response_code: code,
+            grpc_response_status: String::new(),
+            response_flags: flags.to_string(),
+        };
+        Record {
+            metrics: self.metrics.clone(),
+            labels,
+            start: ctx.start,
+            grpc: ctx.grpc,
+            grpc_status,
+            hop: ctx.hop,
+            authority: ctx.authority.clone(),
+            path: ctx.path.clone(),
+            method: ctx.method.clone(),
+            pod: ep.map_or_else(|| "-".to_string(), |e| e.pod.clone()),
+            in_flight: None,
+        }
+    }
+
+    fn no_route(&self, ctx: &Ctx) -> Response<ProxyBody> {
+        let msg = format!("no route for {} (authority {:?})", ctx.path, ctx.authority);
+        self.local(ctx, None, 404, 12, msg, "NR")
+    }
+
+    fn redirect(&self, ctx: &Ctx, r: &Redirect, path_q: &str, protocol: crate::model::Protocol) -> Response<ProxyBody> {
+        let scheme = r.scheme.clone().unwrap_or_else(|| match protocol {
+            crate::model::Protocol::Https => "https".into(),
+            crate::model::Protocol::Http => "http".into(),
+        });
+        let host = r.hostname.clone().unwrap_or_else(|| {
+            select::Request::default()
+                .authority(&ctx.authority)
+                .authority
+                .unwrap_or_default()
+        });
+        let port = match (r.port, scheme.as_str()) {
+            (Some(80), "http") | (Some(443), "https") | (None, _) => String::new(),
+            (Some(p), _) => format!(":{p}"),
+        };
+        let location = format!("{scheme}://{host}{port}{path_q}");
+        let mut resp = Response::new(Empty::new().map_err(|e: Infallible| match e {}).boxed_unsync());
+        *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        self.record(ctx, None, None, resp.status().as_u16(), None, "-")
+            .done(None, None);
+        resp
+    }
+
+    fn local(
+        &self,
+        ctx: &Ctx,
+        service: Option<&Key>,
+        http: u16,
+        grpc_code: i32,
+        msg: String,
+        flags: &str,
+    ) -> Response<ProxyBody> {
+        let resp = local_reply(ctx.grpc, http, grpc_code, &msg);
+        let grpc_status = ctx.grpc.then(|| grpc_code.to_string());
+        self.record(ctx, service, None, resp.status().as_u16(), grpc_status, flags)
+            .done(None, None);
+        resp
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn local_from(
+        &self,
+        ctx: &Ctx,
+        service: &Key,
+        ep: Option<&Endpoint>,
+        http: u16,
+        grpc_code: i32,
+        msg: String,
+        flags: &str,
+    ) -> Response<ProxyBody> {
+        let resp = local_reply(ctx.grpc, http, grpc_code, &msg);
+        let grpc_status = ctx.grpc.then(|| grpc_code.to_string());
+        self.record(ctx, Some(service), ep, resp.status().as_u16(), grpc_status, flags)
+            .done(None, None);
+        resp
+    }
+}
+
+/// What the matched route asks for.
+#[derive(Debug)]
+struct Plan {
+    backends: Vec<Backend>,
+    timeout: Option<Duration>,
+    retry: RetryPolicy,
+    fault: Option<Fault>,
+}
+
+/// The request facts the access log and metrics need.
+#[derive(Debug)]
+struct Ctx {
+    start: Instant,
+    hop: &'static str,
+    source_app: String,
+    source_workload: String,
+    authority: String,
+    path: String,
+    method: String,
+    grpc: bool,
+}
+
+/// One request's metrics and access-log line, written once when it ends.
+#[derive(Debug)]
+pub(crate) struct Record {
+    metrics: ProxyMetrics,
+    labels: Labels,
+    start: Instant,
+    grpc: bool,
+    /// From the response headers (trailers-only), replaced by the trailers' value.
+    grpc_status: Option<String>,
+    hop: &'static str,
+    authority: String,
+    path: String,
+    method: String,
+    pod: String,
+    in_flight: Option<InFlight>,
+}
+
+impl Record {
+    pub(crate) fn done(mut self, trailer_status: Option<String>, flag: Option<&str>) {
+        if trailer_status.is_some() {
+            self.grpc_status = trailer_status;
+        }
+        if let Some(f) = flag {
+            if self.labels.response_flags == "-" {
+                self.labels.response_flags = f.to_string();
+            } else {
+                self.labels.response_flags = format!("{},{f}", self.labels.response_flags);
+            }
+        }
+        if self.grpc {
+            // A gRPC stream cut short has no status: Envoy reports it as UNKNOWN (2).
+            self.labels.grpc_response_status = self.grpc_status.clone().unwrap_or_else(|| "2".to_string());
+        }
+        let duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        self.metrics.record(&self.labels, duration_ms);
+        tracing::info!(
+            target: "localmesh::access",
+            hop = self.hop,
+            method = %self.method,
+            authority = %self.authority,
+            path = %self.path,
+            protocol = self.labels.request_protocol,
+            response_code = self.labels.response_code,
+            grpc_status = %self.grpc_status.as_deref().unwrap_or("-"),
+            response_flags = %self.labels.response_flags,
+            upstream_pod = %self.pod,
+            upstream_version = %self.labels.destination_version,
+            destination_service = %self.labels.destination_service,
+            duration_ms = duration_ms as u64,
+            "access"
+        );
+        self.in_flight.take();
+    }
+}
+
+/// Accepts connections until the task is aborted; aborting also ends the open connections.
+async fn accept_loop<F, Fut>(tcp: TcpListener, on_conn: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut conns = JoinSet::new();
+    loop {
+        match tcp.accept().await {
+            Ok((stream, _peer)) => {
+                let _ = stream.set_nodelay(true);
+                while conns.try_join_next().is_some() {}
+                conns.spawn(on_conn(stream));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Reads a request body to its end within [`BUFFER_WINDOW`] and [`RETRY_BUFFER_LIMIT`]:
+/// `Ok(frames)` when complete, else `Err` with what was read in front of the rest (a stream).
+async fn read_body(mut body: Incoming) -> Result<Result<Vec<Frame<Bytes>>, Prefixed>, hyper::Error> {
+    let deadline = Instant::now() + BUFFER_WINDOW;
+    let mut frames = Vec::new();
+    let mut size = 0;
+    loop {
+        if body.is_end_stream() {
+            return Ok(Ok(frames));
+        }
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(None) => return Ok(Ok(frames)),
+            Ok(Some(frame)) => {
+                let frame = frame?;
+                size += frame.data_ref().map_or(0, Bytes::len);
+                let trailers = frame.is_trailers();
+                frames.push(frame);
+                if trailers {
+                    return Ok(Ok(frames));
+                }
+                if size > RETRY_BUFFER_LIMIT {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(Err(Prefixed {
+        prefix: frames.into(),
+        rest: body,
+    }))
+}
+
+fn upstream_request(
+    parts: &http::request::Parts,
+    ctx: &Ctx,
+    ep: &Endpoint,
+    http2: bool,
+    path_q: &str,
+    body: ProxyBody,
+    retries: usize,
+) -> Request<ProxyBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.version_mut() = if http2 { Version::HTTP_2 } else { Version::HTTP_11 };
+    if let Ok(uri) = format!("http://{}{}", ep.addr, path_q).parse() {
+        *req.uri_mut() = uri;
+    }
+    let headers = req.headers_mut();
+    for (n, v) in &parts.headers {
+        headers.append(n.clone(), v.clone());
+    }
+    strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    if let Ok(host) = HeaderValue::from_str(&ctx.authority) {
+        if !http2 {
+            headers.insert(header::HOST, host.clone());
+        }
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+    if ctx.grpc || parts.headers.get(header::TE).is_some_and(|t| t == "trailers") {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if ctx.hop == "gateway" {
+        headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static("https"),
+        );
+    }
+    if !headers.contains_key("x-request-id")
+        && let Ok(v) = HeaderValue::from_str(&request_id())
+    {
+        headers.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    if retries > 0 {
+        headers.insert(
+            HeaderName::from_static("x-envoy-attempt-count"),
+            HeaderValue::from(retries as u64 + 1),
+        );
+    }
+    req
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+];
+
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for h in HOP_BY_HOP.iter().copied().chain(named.iter().map(String::as_str)) {
+        headers.remove(h);
+    }
+}
+
+fn header_str<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Whether a response is worth another attempt under `policy` (gRPC status tokens, 5xx, codes).
+fn retriable_response(policy: &RetryPolicy, grpc: bool, status: u16, grpc_status: Option<i32>) -> bool {
+    if grpc
+        && let Some(name) = grpc_status.and_then(grpc_name)
+        && policy.retry_on.iter().any(|r| r.grpc_code() == Some(name))
+    {
+        return true;
+    }
+    policy.retry_on.iter().any(|r| match r {
+        RetryOn::FiveXx => status >= 500,
+        RetryOn::GatewayError => matches!(status, 502..=504),
+        RetryOn::Retriable4xx => status == 409,
+        RetryOn::Status(s) => *s == status,
+        _ => false,
+    })
+}
+
+/// An HTTP/2 stream refused by the peer (REFUSED_STREAM, or GOAWAY before it was processed).
+fn is_refused(e: &hyper_util::client::legacy::Error) -> bool {
+    let text = format!("{e:?}");
+    text.contains("REFUSED_STREAM") || text.contains("GoAway") || text.contains("Canceled")
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+const GRPC_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+fn grpc_name(code: i32) -> Option<&'static str> {
+    usize::try_from(code).ok().and_then(|i| GRPC_NAMES.get(i).copied())
+}
+
+fn grpc_code(name: &str) -> i32 {
+    GRPC_NAMES
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case(name))
+        .and_then(|i| i32::try_from(i).ok())
+        .unwrap_or(2)
+}
+
+/// Envoy's `httpToGrpcStatus`.
+fn http_to_grpc(status: u16) -> i32 {
+    match status {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502..=504 => 14,
+        _ => 2,
+    }
+}
+
+/// A reply the proxy makes itself: plain text for HTTP, trailers-only for gRPC.
+fn local_reply(grpc: bool, http: u16, grpc_code: i32, msg: &str) -> Response<ProxyBody> {
+    if grpc {
+        let mut resp = Response::new(Empty::new().map_err(|e: Infallible| match e {}).boxed_unsync());
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert(HeaderName::from_static("grpc-status"), HeaderValue::from(grpc_code));
+        if let Ok(v) = HeaderValue::from_str(&percent_encode(msg)) {
+            h.insert(HeaderName::from_static("grpc-message"), v);
+        }
+        resp
+    } else {
+        let mut resp = Response::new(
+            Full::new(Bytes::from(format!("{msg}\n")))
+                .map_err(|e: Infallible| match e {})
+                .boxed_unsync(),
+        );
+        *resp.status_mut() = StatusCode::from_u16(http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+/// gRPC's `grpc-message` encoding: printable ASCII except `%` as is, the rest percent-encoded.
+fn percent_encode(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    for b in msg.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A uniformly random `u64` (SipHash with a fresh random key over a counter).
+fn rand64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
+
+/// A uniform draw in `0.0..100.0`.
+fn rand_percent() -> f64 {
+    (rand64() % 10_000) as f64 / 100.0
+}
+
+fn request_id() -> String {
+    let (a, b) = (rand64(), rand64());
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        (b >> 48) & 0x3fff | 0x8000,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(percent_encode("no route for /a 100%"), "no route for /a 100%25");
+        assert_eq!(percent_encode("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn grpc_retry_tokens_match_trailers_only_statuses() {
+        let p = RetryPolicy::mesh_default();
+        assert!(retriable_response(&p, true, 200, Some(14)));
+        assert!(retriable_response(&p, true, 200, Some(1)));
+        assert!(!retriable_response(&p, true, 200, Some(5)));
+        assert!(retriable_response(&p, false, 503, None));
+        assert!(!retriable_response(&RetryPolicy::none(), true, 200, Some(14)));
+        assert_eq!(grpc_code("unavailable"), 14);
+        assert_eq!(http_to_grpc(404), 12);
+    }
+}

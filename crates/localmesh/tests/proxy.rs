@@ -1,0 +1,651 @@
+//! The data plane over real sockets: the REAL repo manifests, in-process product servers on port 0
+//! registered as endpoints, the TLS gateway and the h2c sidecar listener, and tonic clients.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use localmesh::model::{Listener, Mesh};
+use localmesh::proxy::{self, Endpoint, Endpoints, GATEWAY_HOST, LocalCa, Proxy, Running, SidecarSource};
+use product::{Config, Handle};
+use proto::order::GetOrderRequest;
+use proto::order::order_service_client::OrderServiceClient;
+use proto::product::product_service_client::ProductServiceClient;
+use proto::product::{AgentPing, GetProductRequest};
+use telemetry::GrpcMetrics;
+use tokio::net::TcpListener;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Uri};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+struct Pod {
+    handle: Option<Handle>,
+    endpoint: Arc<Endpoint>,
+}
+
+struct Env {
+    proxy: Arc<Proxy>,
+    gateway: Running,
+    sidecar: Running,
+    ca: LocalCa,
+    pods: Vec<Pod>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_pod(mesh: &Mesh, endpoints: &Endpoints, workload: &str, cfg: Config) -> Pod {
+    let pod = cfg.identity.pod.clone();
+    let metrics = GrpcMetrics::new(&telemetry::metrics::Registry::new()).expect("metrics");
+    let handle = product::spawn(cfg, metrics).await.expect("product server starts");
+    let w = mesh
+        .workloads
+        .iter()
+        .find(|w| w.key.name == workload)
+        .unwrap_or_else(|| panic!("workload {workload} in the manifests"));
+    let endpoint = endpoints.add_pod(w, pod.as_str(), handle.addr);
+    Pod {
+        handle: Some(handle),
+        endpoint,
+    }
+}
+
+fn https_listener(mesh: &Mesh, ca: &LocalCa) -> Listener {
+    let mut l = mesh
+        .listeners
+        .iter()
+        .find(|l| l.name == "https")
+        .expect("https listener")
+        .clone();
+    let tls = l.tls.as_mut().expect("the https listener has TLS");
+    tls.cert_file = ca.cert.clone();
+    tls.key_file = ca.key.clone();
+    l
+}
+
+/// product-v1 with two pods (`product-v1-a`, `-b`), product-v2 with one (`product-v2-a`).
+async fn env() -> Env {
+    env_with(Config::for_test("v1", "product-v1-a")).await
+}
+
+/// [`env`] with `product-v1-a` configured by the caller.
+async fn env_with(v1_a: Config) -> Env {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mesh = localmesh::load(&root()).expect("the repo's manifests load");
+    let endpoints = Arc::new(Endpoints::new());
+    let pods = vec![
+        start_pod(&mesh, &endpoints, "product-v1", v1_a).await,
+        start_pod(&mesh, &endpoints, "product-v1", Config::for_test("v1", "product-v1-b")).await,
+        start_pod(&mesh, &endpoints, "product-v2", Config::for_test("v2", "product-v2-a")).await,
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = proxy::ensure_local_ca(dir.path()).expect("local CA");
+    let listener = https_listener(&mesh, &ca);
+    let tls = proxy::server_config(&listener).expect("TLS config");
+    let proxy = Proxy::new(mesh, endpoints).expect("proxy");
+    let gateway = proxy
+        .serve_gateway(
+            listener,
+            TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+            Some(tls),
+        )
+        .expect("gateway");
+    let sidecar = proxy
+        .serve_sidecar(
+            SidecarSource {
+                namespace: "default".into(),
+                app: "frontend".into(),
+                workload: "frontend".into(),
+            },
+            TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        )
+        .expect("sidecar");
+    Env {
+        proxy,
+        gateway,
+        sidecar,
+        ca,
+        pods,
+        _dir: dir,
+    }
+}
+
+async fn gateway_channel(env: &Env) -> Channel {
+    let ca = std::fs::read(&env.ca.ca_cert).expect("ca.crt");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name(GATEWAY_HOST);
+    tonic::transport::Endpoint::from_shared(format!("https://{}", env.gateway.addr))
+        .expect("url")
+        .origin(Uri::from_static("https://sit-gateway.tcex.com.vn"))
+        .tls_config(tls)
+        .expect("tls config")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect to the gateway")
+}
+
+async fn sidecar_channel(env: &Env) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", env.sidecar.addr))
+        .expect("url")
+        .origin(Uri::from_static("http://product-service:50051"))
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect to the sidecar")
+}
+
+/// One GetProduct; returns (version, pod) from the body, checking the headers agree.
+async fn get(client: &mut ProductServiceClient<Channel>, premium: bool) -> Result<(String, String), tonic::Status> {
+    let mut req = tonic::Request::new(GetProductRequest {
+        product_id: "123".into(),
+    });
+    if premium {
+        req.metadata_mut()
+            .insert("user-type", "premium".parse().expect("ascii"));
+    }
+    let resp = client.get_product(req).await?;
+    let upstream = resp
+        .metadata()
+        .get("x-localmesh-upstream")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    assert!(
+        resp.metadata().get("x-served-by").is_some(),
+        "the app's x-served-by is kept"
+    );
+    let served = resp.into_inner().served_by.expect("served_by");
+    assert_eq!(
+        upstream.as_deref(),
+        Some(served.pod.as_str()),
+        "x-localmesh-upstream names the pod"
+    );
+    Ok((served.version, served.pod))
+}
+
+/// 80/20 over `n` calls: both versions seen, v2 within a loose bound of 20% (±6 standard deviations).
+async fn assert_split(client: &mut ProductServiceClient<Channel>, n: usize) -> BTreeSet<String> {
+    let mut v2 = 0usize;
+    let mut pods = BTreeSet::new();
+    for _ in 0..n {
+        let (version, pod) = get(client, false).await.expect("GetProduct");
+        if version == "v2" {
+            v2 += 1;
+        }
+        pods.insert(pod);
+    }
+    let sd = (n as f64 * 0.2 * 0.8).sqrt();
+    let (lo, hi) = (n as f64 * 0.2 - 6.0 * sd, n as f64 * 0.2 + 6.0 * sd);
+    assert!(
+        (v2 as f64) > lo.max(0.0) && (v2 as f64) < hi,
+        "v2 got {v2} of {n}, expected about 20% ({lo:.0}..{hi:.0})"
+    );
+    pods
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_routes_grpc_over_tls_with_the_80_20_split_and_premium_to_v2() {
+    let env = env().await;
+    let mut client = ProductServiceClient::new(gateway_channel(&env).await);
+
+    let (_, pod) = get(&mut client, false)
+        .await
+        .expect("GetProduct 123 through the gateway");
+    assert!(pod.starts_with("product-v"), "{pod}");
+
+    let pods = assert_split(&mut client, 200).await;
+    assert_eq!(
+        pods,
+        BTreeSet::from(["product-v1-a", "product-v1-b", "product-v2-a"].map(String::from)),
+        "both v1 pods and the v2 pod serve"
+    );
+
+    for _ in 0..30 {
+        let (version, _) = get(&mut client, true).await.expect("premium GetProduct");
+        assert_eq!(version, "v2", "user-type: premium always reaches v2");
+    }
+
+    let text = telemetry::metrics::render(env.proxy.registry());
+    for version in ["v1", "v2"] {
+        let n = testkit::sample(
+            &text,
+            "istio_requests_total",
+            &[
+                ("reporter", "source"),
+                ("source_app", proxy::GATEWAY_WORKLOAD),
+                ("destination_version", version),
+                ("request_protocol", "grpc"),
+                ("response_code", "200"),
+                ("grpc_response_status", "0"),
+                ("response_flags", "-"),
+            ],
+        );
+        assert!(
+            n.is_some_and(|n| n > 0.0),
+            "istio_requests_total for {version} in:\n{text}"
+        );
+    }
+    assert!(text.contains("istio_request_duration_milliseconds_bucket"), "{text}");
+    assert!(text.contains("destination_service=\"product-service-v2.default.svc.cluster.local\""));
+}
+
+/// Opens AgentSync, sends `pings` one at a time (each after the previous pong) and returns the
+/// (version, pod) of every pong.
+async fn agent_sync(channel: Channel, agent_version: &str, pings: u64) -> Vec<(String, String)> {
+    let mut client = ProductServiceClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert("agent-version", agent_version.parse().expect("ascii"));
+    req.metadata_mut().insert("agent-id", "agent-7".parse().expect("ascii"));
+    tx.send(AgentPing {
+        seq: 0,
+        message: "hello".into(),
+        sent_at: None,
+    })
+    .await
+    .expect("first ping");
+    let mut pongs = client.agent_sync(req).await.expect("AgentSync opens").into_inner();
+    let mut seen = Vec::new();
+    for seq in 0..pings {
+        let pong = tokio::time::timeout(Duration::from_secs(10), pongs.message())
+            .await
+            .expect("a pong in time")
+            .expect("stream ok")
+            .expect("a pong");
+        let s = pong.served_by.expect("served_by");
+        seen.push((s.version, s.pod));
+        if seq + 1 < pings {
+            tx.send(AgentPing {
+                seq: seq + 1,
+                message: "ping".into(),
+                sent_at: None,
+            })
+            .await
+            .expect("ping");
+        }
+    }
+    drop(tx);
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agent_sync_streams_stick_to_the_version_of_their_agent() {
+    let env = env().await;
+    let channel = gateway_channel(&env).await;
+
+    let v2 = agent_sync(channel.clone(), "v2.1", 5).await;
+    assert_eq!(v2.len(), 5);
+    assert!(
+        v2.iter().all(|(v, p)| v == "v2" && p == "product-v2-a"),
+        "every pong from the v2 pod: {v2:?}"
+    );
+
+    for _ in 0..4 {
+        let v1 = agent_sync(channel.clone(), "v1.3", 4).await;
+        let pods: BTreeSet<_> = v1.iter().map(|(_, p)| p.clone()).collect();
+        assert!(v1.iter().all(|(v, _)| v == "v1"), "v1.3 goes to v1: {v1:?}");
+        assert_eq!(pods.len(), 1, "one pod per stream: {v1:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_hello_for_another_host_is_refused() {
+    let env = env().await;
+    let ca = std::fs::read(&env.ca.ca_cert).expect("ca.crt");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&ca) {
+        roots.add(cert.expect("CA PEM")).expect("CA cert");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let handshake = async |name: &'static str| {
+        let tcp = tokio::net::TcpStream::connect(env.gateway.addr).await.expect("tcp");
+        let name = rustls::pki_types::ServerName::try_from(name).expect("name");
+        connector.connect(name, tcp).await
+    };
+    let ok = handshake(GATEWAY_HOST)
+        .await
+        .expect("the listener's own host is served");
+    assert_eq!(ok.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "ALPN h2");
+    let err = handshake("other.example.com")
+        .await
+        .expect_err("another SNI fails the handshake");
+    // rustls refuses a ClientHello it has no certificate for with a fatal alert (access_denied).
+    assert!(err.to_string().contains("fatal alert"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_replies_name_the_path_or_the_service() {
+    let env = env().await;
+
+    // The sidecar has no route for an unknown host: UNIMPLEMENTED naming the path.
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", env.sidecar.addr))
+        .expect("url")
+        .origin(Uri::from_static("http://nowhere-service:50051"))
+        .connect()
+        .await
+        .expect("connect");
+    let err = ProductServiceClient::new(ch)
+        .get_product(GetProductRequest { product_id: "1".into() })
+        .await
+        .expect_err("no route");
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    assert!(err.message().contains("/product.ProductService/GetProduct"), "{err:?}");
+
+    // order-service has no endpoint: UNAVAILABLE naming the Service.
+    let err = OrderServiceClient::new(gateway_channel(&env).await)
+        .get_order(GetOrderRequest { id: "o-1".into() })
+        .await
+        .expect_err("no endpoint");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("order-service"), "{err:?}");
+
+    let text = telemetry::metrics::render(env.proxy.registry());
+    assert!(
+        testkit::sample(
+            &text,
+            "istio_requests_total",
+            &[("response_flags", "NR"), ("grpc_response_status", "12")]
+        )
+        .is_some(),
+        "{text}"
+    );
+    assert!(
+        testkit::sample(
+            &text,
+            "istio_requests_total",
+            &[("response_flags", "UH"), ("grpc_response_status", "14")]
+        )
+        .is_some(),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_v1_pod_going_away_fails_no_unary_call() {
+    let mut env = env().await;
+    let mut client = ProductServiceClient::new(gateway_channel(&env).await);
+    let mut failures = Vec::new();
+    let mut after: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..200 {
+        if i == 20 {
+            let handle = env.pods[0].handle.take().expect("running");
+            handle.shutdown().await.expect("product-v1-a stops");
+        }
+        match get(&mut client, false).await {
+            Ok((_, pod)) if i >= 20 => *after.entry(pod).or_default() += 1,
+            Ok(_) => {}
+            Err(e) => failures.push((i, e)),
+        }
+    }
+    assert!(failures.is_empty(), "failed calls: {failures:?}");
+    assert_eq!(
+        after.get("product-v1-a"),
+        None,
+        "the stopped pod serves nothing: {after:?}"
+    );
+    assert!(
+        after.contains_key("product-v1-b") && after.contains_key("product-v2-a"),
+        "{after:?}"
+    );
+    assert!(
+        env.pods[0].endpoint.is_healthy(),
+        "it was never marked down: retries and ejection did it"
+    );
+
+    // Marking the last v1 endpoint down: the v1 share of the split now fails with UNAVAILABLE
+    // naming the Service (a weighted backend never falls back to another), v2 still serves.
+    assert!(env.proxy.endpoints().set_healthy(env.pods[1].endpoint.id, false));
+    let (mut ok, mut uh) = (0, 0);
+    for _ in 0..60 {
+        match get(&mut client, false).await {
+            Ok((version, _)) => {
+                assert_eq!(version, "v2", "no healthy v1 endpoint is left");
+                ok += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                assert!(
+                    e.message().contains("product-service-v1.default.svc.cluster.local"),
+                    "{e:?}"
+                );
+                uh += 1;
+            }
+        }
+    }
+    assert!(
+        ok > 0 && uh > 0,
+        "v2 answered {ok}, v1 had no healthy upstream {uh} times"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sidecar_routes_h2c_by_authority_with_the_virtual_service() {
+    let env = env().await;
+    let mut client = ProductServiceClient::new(sidecar_channel(&env).await);
+    assert_split(&mut client, 200).await;
+    for _ in 0..30 {
+        let (version, _) = get(&mut client, true).await.expect("premium through the sidecar");
+        assert_eq!(version, "v2");
+    }
+    let text = telemetry::metrics::render(env.proxy.registry());
+    let n = testkit::sample(
+        &text,
+        "istio_requests_total",
+        &[
+            ("source_app", "frontend"),
+            ("destination_service", "product-service.default.svc.cluster.local"),
+            ("destination_version", "v2"),
+            ("destination_workload", "product-v2"),
+        ],
+    );
+    assert!(n.is_some_and(|n| n >= 30.0), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trailers_only_unavailable_is_retried_on_another_pod() {
+    let mut failing = Config::for_test("v1", "product-v1-a");
+    failing.faults = product::faults::Faults {
+        delay: Duration::ZERO,
+        abort_percent: 100.0,
+        abort_code: Some(tonic::Code::Unavailable),
+    };
+    let env = env_with(failing).await;
+    let mut client = ProductServiceClient::new(gateway_channel(&env).await);
+    let mut pods = BTreeSet::new();
+    for _ in 0..100 {
+        let (_, pod) = get(&mut client, false)
+            .await
+            .expect("UNAVAILABLE from one pod is retried on another");
+        pods.insert(pod);
+    }
+    assert!(!pods.contains("product-v1-a"), "{pods:?}");
+    assert!(pods.contains("product-v1-b"), "{pods:?}");
+    let text = telemetry::metrics::render(env.proxy.registry());
+    assert!(
+        testkit::sample(
+            &text,
+            "istio_requests_total",
+            &[
+                ("destination_version", "v1"),
+                ("grpc_response_status", "0"),
+                ("response_flags", "-")
+            ]
+        )
+        .is_some_and(|n| n > 0.0),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agent_sync_streams_through_the_sidecar() {
+    let env = env().await;
+    let v2 = agent_sync(sidecar_channel(&env).await, "v2.0", 4).await;
+    assert!(v2.iter().all(|(v, p)| v == "v2" && p == "product-v2-a"), "{v2:?}");
+    let v1 = agent_sync(sidecar_channel(&env).await, "v1.0", 4).await;
+    let pods: BTreeSet<_> = v1.iter().map(|(_, p)| p.clone()).collect();
+    assert!(v1.iter().all(|(v, _)| v == "v1") && pods.len() == 1, "{v1:?}");
+}
+
+/// A plain HTTP/1.1 server standing in for a frontend pod: answers `hello from <pod>`.
+async fn http_pod(pod: &'static str) -> std::net::SocketAddr {
+    use hyper::body::Incoming;
+    use hyper_util::rt::TokioIo;
+    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = tcp.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = tcp.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| async move {
+                    let body = format!("hello from {pod} for {}", req.uri().path());
+                    http::Response::builder()
+                        .header("x-served-by", pod)
+                        .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// One HTTP/1.1 request over TLS (ALPN http/1.1) to the gateway with the given Host.
+async fn https_get(env: &Env, host: &str, path: &str) -> (http::StatusCode, http::HeaderMap, String) {
+    use http_body_util::BodyExt;
+    let ca = std::fs::read(&env.ca.ca_cert).expect("ca.crt");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&ca) {
+        roots.add(cert.expect("CA PEM")).expect("CA cert");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(env.gateway.addr).await.expect("tcp");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from(GATEWAY_HOST).expect("name"),
+            tcp,
+        )
+        .await
+        .expect("TLS");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", host)
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_1_1_through_the_gateway_reaches_an_http_backend_and_unknown_hosts_get_404() {
+    let env = env().await;
+    let frontend = env
+        .proxy
+        .mesh()
+        .workloads
+        .iter()
+        .find(|w| w.key.name == "frontend")
+        .expect("frontend workload")
+        .clone();
+    env.proxy
+        .endpoints()
+        .add_pod(&frontend, "frontend-0", http_pod("frontend-0").await);
+
+    let (status, headers, body) = https_get(&env, GATEWAY_HOST, "/products/7").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "hello from frontend-0 for /products/7");
+    assert_eq!(
+        headers.get("x-localmesh-upstream").map(|v| v.as_bytes()),
+        Some(&b"frontend-0"[..])
+    );
+    assert_eq!(
+        headers.get("x-served-by").map(|v| v.as_bytes()),
+        Some(&b"frontend-0"[..])
+    );
+
+    let (status, _, body) = https_get(&env, "other.example.com", "/x").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("/x"), "{body}");
+
+    let text = telemetry::metrics::render(env.proxy.registry());
+    assert!(
+        testkit::sample(
+            &text,
+            "istio_requests_total",
+            &[
+                ("destination_workload", "frontend"),
+                ("request_protocol", "http"),
+                ("response_code", "200")
+            ]
+        )
+        .is_some(),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_plain_http_listener_redirects_to_https() {
+    let mesh = localmesh::load(&root()).expect("mesh");
+    let listener = mesh
+        .listeners
+        .iter()
+        .find(|l| l.name == "http")
+        .expect("http listener")
+        .clone();
+    let proxy = Proxy::new(mesh, Arc::new(Endpoints::new())).expect("proxy");
+    let running = proxy
+        .serve_gateway(listener, TcpListener::bind("127.0.0.1:0").await.expect("bind"), None)
+        .expect("serve");
+    let tcp = tokio::net::TcpStream::connect(running.addr).await.expect("tcp");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get("/products/1?x=2")
+        .header("host", "sit-gateway.tcex.com.vn")
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 301);
+    assert_eq!(
+        resp.headers().get("location").map(|v| v.as_bytes()),
+        Some(&b"https://sit-gateway.tcex.com.vn/products/1?x=2"[..])
+    );
+}
+
+#[test]
+fn the_local_ca_is_created_once_and_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let first = proxy::ensure_local_ca(&certs).expect("created");
+    assert!(first.created);
+    let pem = std::fs::read_to_string(&first.cert).expect("tls.crt");
+    let again = proxy::ensure_local_ca(&certs).expect("kept");
+    assert!(!again.created, "existing files are kept");
+    assert_eq!(std::fs::read_to_string(&again.cert).expect("tls.crt"), pem);
+    assert_eq!(again.ca_cert, certs.join("ca.crt"));
+    assert_eq!(again.key, certs.join("tls.key"));
+    proxy::load_certified_key(&again.cert, &again.key).expect("the pair loads");
+
+    let err = proxy::load_certified_key(&certs.join("missing.crt"), &again.key).expect_err("missing file");
+    assert!(err.to_string().contains("missing.crt"), "{err}");
+}
