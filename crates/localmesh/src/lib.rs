@@ -11,10 +11,12 @@ pub mod duration;
 mod error;
 pub mod model;
 pub mod outlier;
+pub mod pods;
 pub mod proxy;
 pub mod select;
 mod summary;
 pub mod unsupported;
+pub mod up;
 
 use std::path::Path;
 

@@ -78,7 +78,9 @@ pub struct SidecarSource {
 #[derive(Debug, Clone)]
 enum Hop {
     Gateway(Arc<Listener>),
-    Sidecar(Arc<SidecarSource>),
+    /// A sidecar listener; with a host, every request is routed as if its `:authority` were that
+    /// host (a per-upstream listener, for callers that dial `127.0.0.1:<port>`).
+    Sidecar(Arc<SidecarSource>, Option<Arc<str>>),
 }
 
 /// A running listener; dropping it (or [`Running::stop`]) stops accepting and closes its connections.
@@ -192,8 +194,24 @@ impl Proxy {
 
     /// Serves a plaintext (h2c and HTTP/1.1) sidecar listener for calls from `source`.
     pub fn serve_sidecar(self: &Arc<Self>, source: SidecarSource, tcp: TcpListener) -> io::Result<Running> {
+        self.serve_sidecar_hop(Hop::Sidecar(Arc::new(source), None), tcp)
+    }
+
+    /// A sidecar listener for one upstream: every request on it is routed as if its `:authority`
+    /// were `host` (e.g. `product-service:50051`, `api.payment-provider.com`), whatever the caller
+    /// sent. This is how `localmesh up` points a pod's `PRODUCT_SERVICE_ADDR` at
+    /// `http://127.0.0.1:<port>` while routing stays by Service host.
+    pub fn serve_sidecar_for_host(
+        self: &Arc<Self>,
+        source: SidecarSource,
+        host: &str,
+        tcp: TcpListener,
+    ) -> io::Result<Running> {
+        self.serve_sidecar_hop(Hop::Sidecar(Arc::new(source), Some(Arc::from(host))), tcp)
+    }
+
+    fn serve_sidecar_hop(self: &Arc<Self>, hop: Hop, tcp: TcpListener) -> io::Result<Running> {
         let addr = tcp.local_addr()?;
-        let hop = Hop::Sidecar(Arc::new(source));
         let proxy = self.clone();
         let task = tokio::spawn(accept_loop(tcp, move |stream| {
             proxy.clone().serve_connection(hop.clone(), stream)
@@ -222,12 +240,15 @@ impl Proxy {
         let start = Instant::now();
         let mesh = self.mesh.clone();
         let (parts, body) = req.into_parts();
-        let authority = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| header_str(&parts.headers, "host").map(str::to_string))
-            .unwrap_or_default();
+        let authority = match &hop {
+            Hop::Sidecar(_, Some(host)) => host.to_string(),
+            _ => parts
+                .uri
+                .authority()
+                .map(|a| a.as_str().to_string())
+                .or_else(|| header_str(&parts.headers, "host").map(str::to_string))
+                .unwrap_or_default(),
+        };
         let path_q = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
         let mut sreq = select::Request::new(parts.method.as_str(), &path_q).authority(&authority);
         for (n, v) in &parts.headers {
@@ -238,7 +259,7 @@ impl Proxy {
         let grpc = header_str(&parts.headers, "content-type").is_some_and(|c| c.starts_with("application/grpc"));
         let (hop_name, source_app, source_workload) = match &hop {
             Hop::Gateway(_) => ("gateway", GATEWAY_WORKLOAD.to_string(), GATEWAY_WORKLOAD.to_string()),
-            Hop::Sidecar(s) => ("sidecar", s.app.clone(), s.workload.clone()),
+            Hop::Sidecar(s, _) => ("sidecar", s.app.clone(), s.workload.clone()),
         };
         let ctx = Ctx {
             start,
@@ -267,7 +288,7 @@ impl Proxy {
                     },
                 }
             }
-            Hop::Sidecar(s) => {
+            Hop::Sidecar(s, _) => {
                 sreq.port = authority
                     .rsplit_once(':')
                     .and_then(|(_, p)| p.parse().ok())

@@ -1,0 +1,213 @@
+//! `localmesh up` end to end: the real binaries as child processes, the TLS gateway, the admin port,
+//! and a SIGTERM that leaves no child behind.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use proto::product::GetProductRequest;
+use proto::product::product_service_client::ProductServiceClient;
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Uri};
+
+const HOST: &str = "sit-gateway.tcex.com.vn";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn bin_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_localmesh"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    for b in ["product", "order", "payment", "frontend"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{} is missing: run `cargo build --workspace` first (localmesh up starts the real binaries)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+async fn get(client: &mut ProductServiceClient<Channel>, premium: bool) -> (String, String) {
+    let mut req = tonic::Request::new(GetProductRequest {
+        product_id: "123".into(),
+    });
+    if premium {
+        req.metadata_mut()
+            .insert("user-type", "premium".parse().expect("ascii"));
+    }
+    let s = client
+        .get_product(req)
+        .await
+        .expect("GetProduct through the gateway")
+        .into_inner()
+        .served_by
+        .expect("served_by");
+    (s.version, s.pod)
+}
+
+/// GET over HTTPS (HTTP/1.1) through the gateway; returns (status, body).
+async fn https_get(port: u16, ca: &Path, path: &str) -> (u16, String) {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).expect("ca.crt") {
+        roots.add(c.expect("cert")).expect("add root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from(HOST).expect("name"), tcp)
+        .await
+        .expect("TLS handshake");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("http1");
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", format!("{HOST}:{port}"))
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_the_suite_through_the_tls_gateway_and_stops_cleanly() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let bins = bin_dir();
+    let data = tempfile::tempdir().expect("tempdir");
+    let (gw, admin) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_localmesh"))
+        .args(["up", "--root"])
+        .arg(&root)
+        .arg("--bin-dir")
+        .arg(&bins)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--gateway-port", &gw.to_string(), "--admin-port", &admin.to_string()])
+        .args(["--ready-timeout-secs", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("localmesh starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut pids = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("localmesh printed 'localmesh is ready' within 25 s");
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            if v["message"] == "pod started" {
+                pids.push(v["pid"].as_i64().expect("pid") as i32);
+            }
+            if v["message"] == "localmesh is ready" {
+                break;
+            }
+        }
+    }
+    assert_eq!(pids.len(), 7, "every replica started: {pids:?}");
+
+    let ca = root.join("gateway/certs/ca.crt");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(&ca).expect("ca.crt")))
+        .domain_name(HOST);
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{gw}"))
+        .expect("url")
+        .origin(Uri::from_static("https://sit-gateway.tcex.com.vn"))
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("connect to the gateway");
+    let mut client = ProductServiceClient::new(channel);
+    let (_, pod) = get(&mut client, false).await;
+    assert!(pod.starts_with("product-v"), "{pod}");
+    let mut versions = std::collections::BTreeSet::new();
+    for _ in 0..100 {
+        versions.insert(get(&mut client, false).await.0);
+    }
+    assert_eq!(versions.into_iter().collect::<Vec<_>>(), ["v1", "v2"]);
+    for _ in 0..5 {
+        assert_eq!(get(&mut client, true).await.0, "v2", "premium goes to v2");
+    }
+
+    let (status, body) = https_get(gw, &ca, "/").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("frontend-"), "the served-by badge names a frontend pod");
+
+    let (status, _) = https_get(gw, &ca, "/api/products/123").await;
+    assert_eq!(status, 200, "frontend → sidecar → product");
+
+    let stats = reqwest_free_get(admin, "/stats/prometheus").await;
+    assert!(stats.contains("istio_requests_total"), "{stats}");
+    let clusters = reqwest_free_get(admin, "/clusters").await;
+    assert_eq!(clusters.matches("healthy").count(), 7, "{clusters}");
+
+    // SAFETY: signalling the localmesh process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "localmesh exits after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "exit 0 after SIGTERM: {status}");
+    for pid in pids {
+        // SAFETY: signal 0 only checks that the pid exists.
+        let r = unsafe { libc::kill(pid, 0) };
+        let gone = r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        assert!(gone, "child {pid} is gone after localmesh stopped");
+    }
+}
+
+/// Plain HTTP/1.1 GET to the admin port.
+async fn reqwest_free_get(port: u16, path: &str) -> String {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("admin");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("http1");
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
