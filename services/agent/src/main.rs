@@ -50,6 +50,9 @@ async fn main() -> ExitCode {
         let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
         match telemetry::metrics::bind(addr).await {
             Ok(listener) => {
+                if let Ok(bound) = listener.local_addr() {
+                    tracing::info!(metrics = %bound, "metrics listening");
+                }
                 tokio::spawn(telemetry::metrics::serve(
                     telemetry.registry.clone(),
                     listener,

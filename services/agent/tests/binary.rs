@@ -145,7 +145,6 @@ async fn three_pings_then_exit_0() {
 
 #[tokio::test]
 async fn sigterm_exits_0() {
-    let metrics_port = testkit::free_port().expect("a free port");
     let server = common::start("v1", "product-v1-sig").await;
     let mut cmd = agent();
     cmd.args([
@@ -158,15 +157,22 @@ async fn sigterm_exits_0() {
         "--pings",
         "0",
         "--metrics-port",
-        &metrics_port.to_string(),
+        "0",
     ]);
     let mut child = cmd.spawn().expect("agent starts");
     let pid = child.id().expect("pid") as libc::pid_t;
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
 
+    // Port 0: the agent logs the address it bound, so no port is guessed.
     let mut seen = Vec::new();
+    let mut metrics_addr = None;
     timeout(LIMIT, async {
         while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if line.contains("\"metrics listening\"")
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            {
+                metrics_addr = v["metrics"].as_str().map(str::to_owned);
+            }
             let pong = line.contains("Received pong from server=v1/product-v1-sig");
             seen.push(line);
             if pong {
@@ -177,6 +183,12 @@ async fn sigterm_exits_0() {
     })
     .await
     .expect("a pong in time");
+    let metrics_addr = metrics_addr.unwrap_or_else(|| panic!("no \"metrics listening\" line in {seen:#?}"));
+    let metrics_port: u16 = metrics_addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
 
     // Probes and scrapes see the pongs by the version and pod that served them.
     let text = testkit::scrape(("127.0.0.1", metrics_port)).await;
