@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY_REQ := scripts/requirements-test.txt
 STAMP  := $(VENV)/.installed-$(shell sha1sum $(PY_REQ) 2>/dev/null | cut -c1-12)
 
-.PHONY: help build build-debug run test unit lint fmt tools system-deps validate-manifests nextest clean
+.PHONY: help build build-debug run run-direct test unit lint fmt tools system-deps validate-manifests nextest clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -18,7 +18,10 @@ build: ## release binaries of every service (target/release)
 build-debug:
 	$(CARGO) build --workspace --bins
 
-run: build ## start the suite on 127.0.0.1 and print how to use it
+run: build ## the suite behind localmesh: TLS gateway on 127.0.0.1:8443, admin on :15000
+	target/release/localmesh up
+
+run-direct: build ## the services without localmesh, on fixed ports (debugging)
 	scripts/run-local.sh target/release
 
 test: tools nextest ## the whole test suite (real servers, real clients)

@@ -188,15 +188,24 @@ fn instructions(opts: &UpOptions, ca: &std::path::Path, gw: SocketAddr, admin: S
         let pid = st.and_then(|s| s.pid).map_or_else(|| "-".into(), |p| p.to_string());
         let _ = writeln!(s, "  {:<36} {addr:<16} pid {pid}", spec.name);
     }
-    let g = format!("grpcurl -cacert {ca} -authority {host} 127.0.0.1:{port}");
+    let agent = opts.bin_dir.join("agent").display().to_string();
+    // grpcurl takes every flag before the address.
+    let g = format!("grpcurl -cacert {ca} -authority {host}");
+    let at = format!("127.0.0.1:{port}");
+    let buf =
+        format!("buf curl --protocol grpc --cacert {ca} --servername {host} -H 'Host: {host}' --reflect-header '*'");
     let _ = writeln!(
         s,
         r#"
 Try (the gateway only speaks TLS on {port}, so grpcurl's -plaintext fails there: use -cacert):
-  {g} list
-  {g} -d '{{"product_id": "123"}}' product.ProductService/GetProduct
-  {g} -H 'user-type: premium' -d '{{"product_id": "123"}}' product.ProductService/GetProduct
-  curl --cacert {ca} --resolve {host}:{port}:127.0.0.1 https://{host}:{port}/
+  {g} {at} list
+  {g} -d '{{"product_id": "123"}}' {at} product.ProductService/GetProduct
+  {g} -H 'user-type: premium' -d '{{"product_id": "123"}}' {at} product.ProductService/GetProduct
+  {g} -d '{{"page_size": 10, "page_number": 1}}' {at} product.ProductService/ListProducts
+  {buf} -d '{{"product_id": "123"}}' https://{at}/product.ProductService/GetProduct
+  curl --cacert {ca} --resolve {host}:{port}:127.0.0.1 https://{host}:{port}/api/products/123
+An agent on a long-lived AgentSync stream, routed by its version:
+  {agent} --target https://{at} --cacert {ca} --authority {host} --agent-version v1.2 --interval 2s
 For a browser, add this line to /etc/hosts and trust {ca}:
   127.0.0.1 {host}
   then open https://{host}:{port}/
