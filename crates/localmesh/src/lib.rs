@@ -17,6 +17,7 @@ pub mod select;
 mod summary;
 pub mod unsupported;
 pub mod up;
+pub mod verify;
 
 use std::path::Path;
 

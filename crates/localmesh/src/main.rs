@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod load;
+
 #[derive(Parser)]
 #[command(
     name = "localmesh",
@@ -49,6 +51,12 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         ready_timeout_secs: u64,
     },
+    /// Run the documented journeys through the TLS gateway and print a pass/fail table;
+    /// exits non-zero on any failure.
+    Verify(localmesh::verify::VerifyArgs),
+    /// Offer gRPC load to the TLS gateway (open loop with --rate, closed loop with
+    /// --concurrency) and print throughput, latency percentiles, errors and the version split.
+    Load(load::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -113,5 +121,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Verify(args) => localmesh::verify::main(args),
+        Command::Load(args) => load::main(args),
     }
 }

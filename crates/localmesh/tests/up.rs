@@ -1,11 +1,8 @@
 //! `localmesh up` end to end: the real binaries as child processes, the TLS gateway, the admin port,
 //! and a SIGTERM that leaves no child behind.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -15,29 +12,9 @@ use proto::product::product_service_client::ProductServiceClient;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Uri};
 
-const HOST: &str = "sit-gateway.tcex.com.vn";
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-fn bin_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_localmesh"))
-        .parent()
-        .expect("bin dir")
-        .to_path_buf();
-    for b in ["product", "order", "payment", "frontend"] {
-        assert!(
-            dir.join(b).is_file(),
-            "{} is missing: run `cargo build --workspace` first (localmesh up starts the real binaries)",
-            dir.join(b).display()
-        );
-    }
-    dir
-}
+use common::{HOST, free_port};
 
 async fn get(client: &mut ProductServiceClient<Channel>, premium: bool) -> (String, String) {
     let mut req = tonic::Request::new(GetProductRequest {
@@ -93,47 +70,10 @@ async fn https_get(port: u16, ca: &Path, path: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_the_suite_through_the_tls_gateway_and_stops_cleanly() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let bins = bin_dir();
+    let root = common::root();
     let data = tempfile::tempdir().expect("tempdir");
     let (gw, admin) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_localmesh"))
-        .args(["up", "--root"])
-        .arg(&root)
-        .arg("--bin-dir")
-        .arg(&bins)
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--gateway-port", &gw.to_string(), "--admin-port", &admin.to_string()])
-        .args(["--ready-timeout-secs", "20"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("localmesh starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut pids = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(25);
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("localmesh printed 'localmesh is ready' within 25 s");
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if v["message"] == "pod started" {
-                pids.push(v["pid"].as_i64().expect("pid") as i32);
-            }
-            if v["message"] == "localmesh is ready" {
-                break;
-            }
-        }
-    }
+    let (mut child, pids) = common::start_up(data.path(), gw, admin);
     assert_eq!(pids.len(), 7, "every replica started: {pids:?}");
 
     let ca = root.join("gateway/certs/ca.crt");
@@ -172,19 +112,7 @@ async fn up_serves_the_suite_through_the_tls_gateway_and_stops_cleanly() {
     let clusters = reqwest_free_get(admin, "/clusters").await;
     assert_eq!(clusters.matches("healthy").count(), 7, "{clusters}");
 
-    // SAFETY: signalling the localmesh process this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let started = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "localmesh exits after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = common::stop(&mut child);
     assert!(status.success(), "exit 0 after SIGTERM: {status}");
     for pid in pids {
         // SAFETY: signal 0 only checks that the pid exists.

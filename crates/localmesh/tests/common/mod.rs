@@ -1,0 +1,96 @@
+//! Shared by the tests that start `localmesh up` with the real binaries.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const HOST: &str = "sit-gateway.tcex.com.vn";
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Where cargo put localmesh, and so the service binaries of `cargo build --workspace`.
+pub fn bin_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_localmesh"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    for b in ["product", "order", "payment", "frontend"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{} is missing: run `cargo build --workspace` first (localmesh up starts the real binaries)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// Starts `localmesh up` on `gw`/`admin` and waits for "localmesh is ready"; returns the child and
+/// the pids of the pods it started.
+pub fn start_up(data: &Path, gw: u16, admin: u16) -> (Child, Vec<i32>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_localmesh"))
+        .args(["up", "--root"])
+        .arg(root())
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--gateway-port", &gw.to_string(), "--admin-port", &admin.to_string()])
+        .args(["--ready-timeout-secs", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("localmesh starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut pids = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("localmesh printed 'localmesh is ready' within 25 s");
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            if v["message"] == "pod started" {
+                pids.push(v["pid"].as_i64().expect("pid") as i32);
+            }
+            if v["message"] == "localmesh is ready" {
+                break;
+            }
+        }
+    }
+    (child, pids)
+}
+
+/// SIGTERM to the localmesh this test started; waits up to 20 s for its exit.
+pub fn stop(child: &mut Child) -> std::process::ExitStatus {
+    // SAFETY: signalling the localmesh process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            return st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "localmesh exits after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

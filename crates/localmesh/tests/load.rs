@@ -1,0 +1,219 @@
+//! `localmesh load` against a real `localmesh up`: a product-v1 pod is SIGKILLed mid-run; the
+//! gateway's retries and outlier ejection absorb it, the 80/20 split holds, and the pod restarts.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn bin_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_localmesh"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    for b in ["product", "order", "payment", "frontend"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{} is missing: run `cargo build --workspace` first (localmesh up starts the real binaries)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// `localmesh up`, stopped with SIGTERM (then SIGKILL) when dropped, even on a failed assert.
+struct Up {
+    child: Child,
+    lines: Receiver<serde_json::Value>,
+    /// (pod name, pid) from the "pod started" lines seen before "localmesh is ready".
+    pods: Vec<(String, i32)>,
+    gateway: u16,
+    admin: u16,
+}
+
+impl Up {
+    fn start(root: &Path, data: &Path) -> Up {
+        let (gateway, admin) = (free_port(), free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_localmesh"))
+            .args(["up", "--root"])
+            .arg(root)
+            .arg("--bin-dir")
+            .arg(bin_dir())
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--gateway-port", &gateway.to_string()])
+            .args(["--admin-port", &admin.to_string()])
+            .args(["--ready-timeout-secs", "20"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("localmesh up starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && tx.send(v).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let mut up = Up {
+            child,
+            lines,
+            pods: Vec::new(),
+            gateway,
+            admin,
+        };
+        let deadline = Instant::now() + Duration::from_secs(25);
+        loop {
+            let v = up
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("localmesh printed 'localmesh is ready' within 25 s");
+            if v["message"] == "pod started" {
+                let name = v["pod_name"].as_str().expect("pod_name").to_string();
+                up.pods.push((name, v["pid"].as_i64().expect("pid") as i32));
+            }
+            if v["message"] == "localmesh is ready" {
+                return up;
+            }
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        // SAFETY: signalling the localmesh process this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Plain HTTP/1.1 GET to the admin port.
+async fn admin_get(port: u16, path: &str) -> String {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("admin");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("http1");
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_survives_a_killed_product_v1_pod_and_keeps_the_split() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let data = tempfile::tempdir().expect("tempdir");
+    let up = Up::start(&root, data.path());
+    let (victim, victim_pid) = up
+        .pods
+        .iter()
+        .find(|(name, _)| name.starts_with("product-v1-"))
+        .cloned()
+        .unwrap_or_else(|| panic!("a product-v1 pod among {:?}", up.pods));
+
+    let load = Command::new(env!("CARGO_BIN_EXE_localmesh"))
+        .args(["load", "--target", &format!("127.0.0.1:{}", up.gateway)])
+        .arg("--cacert")
+        .arg(root.join("gateway/certs/ca.crt"))
+        .args(["--duration", "6s", "--concurrency", "8", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("localmesh load starts");
+    let load = tokio::task::spawn_blocking(move || load.wait_with_output());
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // SAFETY: SIGKILL to a product-v1 child of the localmesh this test started.
+    assert_eq!(unsafe { libc::kill(victim_pid, libc::SIGKILL) }, 0, "kill {victim}");
+    let killed_at = Instant::now();
+
+    let out = load.await.expect("join").expect("localmesh load ran");
+    assert!(out.status.success(), "load exits 0: {}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("load summary: {stdout}");
+    let s: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON summary");
+
+    let requests = s["requests"].as_u64().expect("requests");
+    assert!(requests > 100, "a real run: {s}");
+    // Connect failures to the dead pod are retried on another one and it leaves the Service
+    // as soon as its exit is seen; what cannot be absorbed are the calls in flight on it at
+    // the SIGKILL: the reset reaches the gateway after the request was sent (flag UR), which
+    // `retryOn` does not cover (as in Istio), and arrives as UNAVAILABLE, or INTERNAL when
+    // the response had started. At most the 8 in flight; observed 0 to 5.
+    let failed = s["failed"].as_u64().expect("failed");
+    assert!(failed <= 8, "only the calls in flight on the killed pod fail: {s}");
+    for code in s["errors"].as_object().expect("errors").keys() {
+        assert!(
+            code == "Unavailable" || code == "Internal",
+            "a failure other than the reset of the killed pod: {s}"
+        );
+    }
+    let v1 = s["versions"]["v1"].as_u64().unwrap_or(0) as f64;
+    let v2 = s["versions"]["v2"].as_u64().unwrap_or(0) as f64;
+    assert!(v1 > 0.0 && v2 > 0.0, "both versions answered: {s}");
+    let share = v2 / (v1 + v2);
+    assert!((0.10..=0.32).contains(&share), "v2 takes about 20 %: {share:.3} in {s}");
+    let lat = &s["latency_ms"];
+    assert!(lat["p50"].as_f64() <= lat["p99"].as_f64(), "{lat}");
+    assert!(lat["p99"].as_f64() <= lat["max"].as_f64(), "{lat}");
+
+    // The pod comes back: a new "pod started" line for it, then healthy in /clusters.
+    let mut restarted = None;
+    while killed_at.elapsed() < Duration::from_secs(12) {
+        match up.lines.recv_timeout(Duration::from_millis(200)) {
+            Ok(v) if v["message"] == "pod started" && v["pod_name"] == victim.as_str() => {
+                restarted = v["pid"].as_i64();
+                break;
+            }
+            _ => {}
+        }
+    }
+    let new_pid = restarted.unwrap_or_else(|| panic!("{victim} restarted within 12 s"));
+    assert_ne!(new_pid as i32, victim_pid, "a new process");
+    let healthy = format!("::pod::{victim}::");
+    loop {
+        let clusters = admin_get(up.admin, "/clusters").await;
+        if clusters
+            .lines()
+            .any(|l| l.contains(&healthy) && l.contains("::health_flags::healthy::"))
+        {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(15),
+            "{victim} healthy again in /clusters: {clusters}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(up);
+}
