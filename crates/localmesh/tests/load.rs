@@ -2,7 +2,7 @@
 //! gateway's retries and outlier ejection absorb it, the 80/20 split holds, and the pod restarts.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -11,27 +11,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
+mod common;
 
-fn bin_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_localmesh"))
-        .parent()
-        .expect("bin dir")
-        .to_path_buf();
-    for b in ["product", "order", "payment", "frontend"] {
-        assert!(
-            dir.join(b).is_file(),
-            "{} is missing: run `cargo build --workspace` first (localmesh up starts the real binaries)",
-            dir.join(b).display()
-        );
-    }
-    dir
-}
+use common::{bin_dir, free_port};
 
 /// `localmesh up`, stopped with SIGTERM (then SIGKILL) when dropped, even on a failed assert.
 struct Up {

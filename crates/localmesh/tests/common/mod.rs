@@ -1,4 +1,6 @@
 //! Shared by the tests that start `localmesh up` with the real binaries.
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
