@@ -7,10 +7,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
-
 mod common;
 
 use common::{bin_dir, free_port};
@@ -93,24 +89,6 @@ impl Drop for Up {
     }
 }
 
-/// Plain HTTP/1.1 GET to the admin port.
-async fn admin_get(port: u16, path: &str) -> String {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("admin");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .expect("http1");
-    tokio::spawn(conn);
-    let req = http::Request::get(path)
-        .header("host", "localhost")
-        .body(Empty::<Bytes>::new())
-        .expect("request");
-    let resp = send.send_request(req).await.expect("response");
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    String::from_utf8_lossy(&body).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_survives_a_killed_product_v1_pod_and_keeps_the_split() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -184,7 +162,7 @@ async fn load_survives_a_killed_product_v1_pod_and_keeps_the_split() {
     assert_ne!(new_pid as i32, victim_pid, "a new process");
     let healthy = format!("::pod::{victim}::");
     loop {
-        let clusters = admin_get(up.admin, "/clusters").await;
+        let clusters = common::admin_get(up.admin, "/clusters").await;
         if clusters
             .lines()
             .any(|l| l.contains(&healthy) && l.contains("::health_flags::healthy::"))

@@ -107,9 +107,9 @@ async fn up_serves_the_suite_through_the_tls_gateway_and_stops_cleanly() {
     let (status, _) = https_get(gw, &ca, "/api/products/123").await;
     assert_eq!(status, 200, "frontend → sidecar → product");
 
-    let stats = reqwest_free_get(admin, "/stats/prometheus").await;
+    let stats = common::admin_get(admin, "/stats/prometheus").await;
     assert!(stats.contains("istio_requests_total"), "{stats}");
-    let clusters = reqwest_free_get(admin, "/clusters").await;
+    let clusters = common::admin_get(admin, "/clusters").await;
     assert_eq!(clusters.matches("healthy").count(), 7, "{clusters}");
 
     let status = common::stop(&mut child);
@@ -120,22 +120,4 @@ async fn up_serves_the_suite_through_the_tls_gateway_and_stops_cleanly() {
         let gone = r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
         assert!(gone, "child {pid} is gone after localmesh stopped");
     }
-}
-
-/// Plain HTTP/1.1 GET to the admin port.
-async fn reqwest_free_get(port: u16, path: &str) -> String {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("admin");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .expect("http1");
-    tokio::spawn(conn);
-    let req = http::Request::get(path)
-        .header("host", "localhost")
-        .body(Empty::<Bytes>::new())
-        .expect("request");
-    let resp = send.send_request(req).await.expect("response");
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    String::from_utf8_lossy(&body).into_owned()
 }

@@ -114,16 +114,7 @@ where
         let path = req.uri().path().to_owned();
         let (service, method) = split_path(&path);
 
-        let request_id = match propagation::request_id(req.headers()) {
-            Some(id) => id.to_owned(),
-            None => {
-                let id = propagation::new_request_id();
-                if let Ok(v) = HeaderValue::from_str(&id) {
-                    req.headers_mut().insert(propagation::REQUEST_ID, v);
-                }
-                id
-            }
-        };
+        let request_id = propagation::ensure_request_id(req.headers_mut());
 
         let span = tracing::info_span!(
             "grpc.server",

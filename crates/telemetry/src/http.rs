@@ -68,16 +68,7 @@ pub async fn observe(State(o): State<HttpObserver>, mut req: Request, next: Next
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().as_str().to_owned();
-    let request_id = match propagation::request_id(req.headers()) {
-        Some(id) => id.to_owned(),
-        None => {
-            let id = propagation::new_request_id();
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                req.headers_mut().insert(propagation::REQUEST_ID, v);
-            }
-            id
-        }
-    };
+    let request_id = propagation::ensure_request_id(req.headers_mut());
     let span = tracing::info_span!(
         "http.server",
         otel.name = %format!("{method} {route}"),

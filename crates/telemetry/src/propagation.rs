@@ -161,6 +161,19 @@ pub fn request_id(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| !v.is_empty() && v.len() <= 128)
 }
 
+/// The request's `x-request-id`, or a new one written into `headers` so the
+/// handler and the next hop see the same id.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
+    if let Some(id) = request_id(headers) {
+        return id.to_owned();
+    }
+    let id = new_request_id();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert(REQUEST_ID, v);
+    }
+    id
+}
+
 pub fn new_request_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }

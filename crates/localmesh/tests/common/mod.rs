@@ -96,3 +96,24 @@ pub fn stop(child: &mut Child) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Plain HTTP/1.1 GET to the admin port.
+pub async fn admin_get(port: u16, path: &str) -> String {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("admin");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .expect("http1");
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
