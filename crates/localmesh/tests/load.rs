@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{bin_dir, free_port};
+use common::bin_dir;
 
 /// `localmesh up`, stopped with SIGTERM (then SIGKILL) when dropped, even on a failed assert.
 struct Up {
@@ -23,7 +23,6 @@ struct Up {
 
 impl Up {
     fn start(root: &Path, data: &Path) -> Up {
-        let (gateway, admin) = (free_port(), free_port());
         let mut child = Command::new(env!("CARGO_BIN_EXE_localmesh"))
             .args(["up", "--root"])
             .arg(root)
@@ -31,8 +30,7 @@ impl Up {
             .arg(bin_dir())
             .arg("--data-dir")
             .arg(data)
-            .args(["--gateway-port", &gateway.to_string()])
-            .args(["--admin-port", &admin.to_string()])
+            .args(["--gateway-port", "0", "--admin-port", "0"])
             .args(["--ready-timeout-secs", "20"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -53,8 +51,8 @@ impl Up {
             child,
             lines,
             pods: Vec::new(),
-            gateway,
-            admin,
+            gateway: 0,
+            admin: 0,
         };
         let deadline = Instant::now() + Duration::from_secs(25);
         loop {
@@ -67,6 +65,9 @@ impl Up {
                 up.pods.push((name, v["pid"].as_i64().expect("pid") as i32));
             }
             if v["message"] == "localmesh is ready" {
+                // The ports it bound, so none is guessed.
+                up.gateway = common::port_of(&v["gateway"]);
+                up.admin = common::port_of(&v["admin"]);
                 return up;
             }
         }

@@ -14,7 +14,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Uri};
 
 mod common;
 
-use common::{HOST, free_port};
+use common::HOST;
 
 async fn get(client: &mut ProductServiceClient<Channel>, premium: bool) -> (String, String) {
     let mut req = tonic::Request::new(GetProductRequest {
@@ -72,8 +72,7 @@ async fn https_get(port: u16, ca: &Path, path: &str) -> (u16, String) {
 async fn up_serves_the_suite_through_the_tls_gateway_and_stops_cleanly() {
     let root = common::root();
     let data = tempfile::tempdir().expect("tempdir");
-    let (gw, admin) = (free_port(), free_port());
-    let (mut child, pids) = common::start_up(data.path(), gw, admin);
+    let (mut child, pids, gw, admin) = common::start_up(data.path());
     assert_eq!(pids.len(), 7, "every replica started: {pids:?}");
 
     let ca = root.join("gateway/certs/ca.crt");

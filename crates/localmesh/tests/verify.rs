@@ -31,8 +31,7 @@ fn rows<'a>(table: &'a str, result: &str) -> Vec<&'a str> {
 #[test]
 fn verify_passes_every_journey_against_localmesh_up() {
     let data = tempfile::tempdir().expect("tempdir");
-    let (gw, admin) = (free_port(), free_port());
-    let (mut child, _pids) = common::start_up(data.path(), gw, admin);
+    let (mut child, _pids, gw, _admin) = common::start_up(data.path());
     let (out, table) = verify(gw, &["-n", "300"]);
     let status = common::stop(&mut child);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -37,9 +37,18 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// Starts `localmesh up` on `gw`/`admin` and waits for "localmesh is ready"; returns the child and
-/// the pids of the pods it started.
-pub fn start_up(data: &Path, gw: u16, admin: u16) -> (Child, Vec<i32>) {
+/// The port of an address such as `127.0.0.1:8443` in the ready line.
+pub fn port_of(v: &serde_json::Value) -> u16 {
+    v.as_str()
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("not an address: {v}"))
+}
+
+/// Starts `localmesh up` on ephemeral ports and waits for "localmesh is ready"; returns the child,
+/// the pids of the pods it started, and the gateway and admin ports it bound (read from the ready
+/// line, so no port is guessed).
+pub fn start_up(data: &Path) -> (Child, Vec<i32>, u16, u16) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_localmesh"))
         .args(["up", "--root"])
         .arg(root())
@@ -47,7 +56,7 @@ pub fn start_up(data: &Path, gw: u16, admin: u16) -> (Child, Vec<i32>) {
         .arg(bin_dir())
         .arg("--data-dir")
         .arg(data)
-        .args(["--gateway-port", &gw.to_string(), "--admin-port", &admin.to_string()])
+        .args(["--gateway-port", "0", "--admin-port", "0"])
         .args(["--ready-timeout-secs", "20"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -64,7 +73,7 @@ pub fn start_up(data: &Path, gw: u16, admin: u16) -> (Child, Vec<i32>) {
     });
     let mut pids = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(25);
-    loop {
+    let (gw, admin) = loop {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("localmesh printed 'localmesh is ready' within 25 s");
@@ -73,11 +82,11 @@ pub fn start_up(data: &Path, gw: u16, admin: u16) -> (Child, Vec<i32>) {
                 pids.push(v["pid"].as_i64().expect("pid") as i32);
             }
             if v["message"] == "localmesh is ready" {
-                break;
+                break (port_of(&v["gateway"]), port_of(&v["admin"]));
             }
         }
-    }
-    (child, pids)
+    };
+    (child, pids, gw, admin)
 }
 
 /// SIGTERM to the localmesh this test started; waits up to 20 s for its exit.
