@@ -649,3 +649,41 @@ fn the_local_ca_is_created_once_and_kept() {
     let err = proxy::load_certified_key(&certs.join("missing.crt"), &again.key).expect_err("missing file");
     assert!(err.to_string().contains("missing.crt"), "{err}");
 }
+
+/// Several `localmesh up` starting at once on a fresh checkout: one CA is made, and every caller
+/// ends up with a server certificate that the CA on disk verifies.
+#[test]
+fn concurrent_starts_on_a_fresh_checkout_share_one_local_ca() {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let created: Vec<bool> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| proxy::ensure_local_ca(&certs).expect("local CA").created))
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    assert_eq!(created.iter().filter(|c| **c).count(), 1, "{created:?}");
+
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(certs.join("ca.crt")).expect("ca.crt") {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .expect("verifier");
+    let leaf = CertificateDer::from_pem_file(certs.join("tls.crt")).expect("tls.crt");
+    verifier
+        .verify_server_cert(
+            &leaf,
+            &[],
+            &ServerName::try_from(GATEWAY_HOST).expect("name"),
+            &[],
+            UnixTime::now(),
+        )
+        .expect("the CA on disk signed the certificate on disk");
+    proxy::load_certified_key(&certs.join("tls.crt"), &certs.join("tls.key")).expect("key matches");
+}

@@ -153,10 +153,15 @@ pub fn ensure_local_ca(dir: &Path) -> Result<LocalCa, TlsError> {
         key: dir.join("tls.key"),
         created: false,
     };
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    // Several `localmesh up` may start at once on a fresh checkout (tests, two terminals): the
+    // lock makes exactly one of them create the CA, and the others see its finished files.
+    let lock_path = dir.join(".lock");
+    let lock = fs::File::create(&lock_path).map_err(io_err(&lock_path))?;
+    lock.lock().map_err(io_err(&lock_path))?;
     if out.ca_cert.is_file() && out.cert.is_file() && out.key.is_file() {
         return Ok(out);
     }
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
 
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -174,21 +179,27 @@ pub fn ensure_local_ca(dir: &Path) -> Result<LocalCa, TlsError> {
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
 
-    fs::write(&out.ca_cert, ca_cert.pem()).map_err(io_err(&out.ca_cert))?;
-    fs::write(&out.cert, cert.pem()).map_err(io_err(&out.cert))?;
-    write_private(&out.key, key.serialize_pem().as_bytes())?;
+    // The key first and the CA last, each renamed into place whole: a reader that finds all
+    // three files never sees a half-written one.
+    write_atomic(&out.key, key.serialize_pem().as_bytes(), 0o600)?;
+    write_atomic(&out.cert, cert.pem().as_bytes(), 0o644)?;
+    write_atomic(&out.ca_cert, ca_cert.pem().as_bytes(), 0o644)?;
     Ok(LocalCa { created: true, ..out })
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     use std::io::Write;
+    let tmp = path.with_extension("tmp");
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+        opts.mode(mode);
     }
-    let mut f = opts.open(path).map_err(io_err(path))?;
-    f.write_all(bytes).map_err(io_err(path))
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = opts.open(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
 }

@@ -46,9 +46,9 @@ pub fn port_of(v: &serde_json::Value) -> u16 {
 }
 
 /// Starts `localmesh up` on ephemeral ports and waits for "localmesh is ready"; returns the child,
-/// the pids of the pods it started, and the gateway and admin ports it bound (read from the ready
-/// line, so no port is guessed).
-pub fn start_up(data: &Path) -> (Child, Vec<i32>, u16, u16) {
+/// every (pod name, pid) it started (a pod restarted during start-up appears twice), and the
+/// gateway and admin ports it bound (read from the ready line, so no port is guessed).
+pub fn start_up(data: &Path) -> (Child, Vec<(String, i32)>, u16, u16) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_localmesh"))
         .args(["up", "--root"])
         .arg(root())
@@ -79,7 +79,8 @@ pub fn start_up(data: &Path) -> (Child, Vec<i32>, u16, u16) {
             .expect("localmesh printed 'localmesh is ready' within 25 s");
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
             if v["message"] == "pod started" {
-                pids.push(v["pid"].as_i64().expect("pid") as i32);
+                let name = v["pod_name"].as_str().expect("pod_name").to_string();
+                pids.push((name, v["pid"].as_i64().expect("pid") as i32));
             }
             if v["message"] == "localmesh is ready" {
                 break (port_of(&v["gateway"]), port_of(&v["admin"]));
