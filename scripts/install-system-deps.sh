@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # System packages the tests need, installed from Debian's archive when missing:
-# PostgreSQL (the order service's tests start throwaway clusters) and Chromium
-# (the frontend's headless browser test).
+# PostgreSQL (the order service's tests start throwaway clusters), Chromium
+# (the frontend's headless browser test) and curl (a client of the TLS gateway).
 set -euo pipefail
 need=()
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v chromium >/dev/null || need+=(chromium)
+command -v curl >/dev/null || need+=(curl)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing ${need[*]} (Debian packages)"
 sudo=""

@@ -4,6 +4,11 @@ grpcio, server reflection (grpc.reflection.v1alpha, the only protocol
 grpcio-reflection speaks) and NO generated product code.
 
 Usage: reflect_client.py HOST:PORT [--request-id ID] [--timeout SECONDS]
+                          [--cacert CA.crt --authority NAME] [--skip STEP ...]
+
+With --cacert the channel is TLS, trusting that CA; --authority sets both the
+TLS server name (SNI and certificate check) and the :authority header, as
+`grpcurl -cacert ... -authority ...` does through a gateway.
 
 Prints exactly one JSON document to stdout describing what it saw:
 
@@ -87,17 +92,23 @@ class Client:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("target", help="HOST:PORT of a plaintext (h2c) gRPC server")
+    ap.add_argument("target", help="HOST:PORT of a gRPC server (plaintext h2c unless --cacert)")
+    ap.add_argument("--cacert", help="PEM CA to trust; makes the channel TLS")
+    ap.add_argument("--authority", help="TLS server name and :authority (default: from the target)")
+    ap.add_argument("--agent-version", default="v2", help="agent-version metadata of the AgentSync stream")
+    ap.add_argument("--skip", action="append", default=[], help="a step not to run (repeatable)")
     ap.add_argument("--request-id", default="reflect-client-0001")
     ap.add_argument("--timeout", type=float, default=10.0, help="per-RPC deadline in seconds")
     a = ap.parse_args()
 
-    out = {"target": a.target, "grpcio": grpc.__version__, "problems": []}
+    out = {"target": a.target, "grpcio": grpc.__version__, "tls": bool(a.cacert), "problems": []}
 
     def problem(what):
         out["problems"].append(what)
 
     def step(name, fn):
+        if name in a.skip:
+            return
         try:
             fn()
         except grpc.RpcError as e:
@@ -107,7 +118,17 @@ def main():
             out.setdefault(name, {})["exception"] = repr(e)
             problem(f"{name}: {e!r}\n{traceback.format_exc()}")
 
-    channel = grpc.insecure_channel(a.target)
+    options = []
+    if a.authority:
+        options += [("grpc.default_authority", a.authority)]
+    if a.cacert:
+        with open(a.cacert, "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        if a.authority:
+            options += [("grpc.ssl_target_name_override", a.authority)]
+        channel = grpc.secure_channel(a.target, creds, options=options)
+    else:
+        channel = grpc.insecure_channel(a.target, options=options)
     try:
         grpc.channel_ready_future(channel).result(timeout=a.timeout)
     except grpc.FutureTimeoutError:
@@ -204,7 +225,7 @@ def main():
     def agent_sync():
         Req, call = c.method("AgentSync")
         pings = [json_format.ParseDict({"seq": str(i), "message": f"ping {i}"}, Req()) for i in (1, 2, 3)]
-        md = [("agent-id", "reflect-client"), ("agent-version", "v2")]
+        md = [("agent-id", "reflect-client"), ("agent-version", a.agent_version)]
         pongs = [to_dict(p) for p in call(iter(pings), metadata=md, timeout=a.timeout)]
         out["agent_sync"] = {"pongs": pongs}
         if len(pongs) != 3:

@@ -72,7 +72,8 @@ async fn https_get(port: u16, ca: &Path, path: &str) -> (u16, String) {
 async fn up_serves_the_suite_through_the_tls_gateway_and_stops_cleanly() {
     let root = common::root();
     let data = tempfile::tempdir().expect("tempdir");
-    let (mut child, pids, gw, admin) = common::start_up(data.path());
+    let mut up = common::Up::start(data.path());
+    let (pids, gw, admin) = (up.pods.clone(), up.gateway, up.admin);
     let pods: std::collections::BTreeSet<_> = pids.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(pods.len(), 7, "every replica started: {pids:?}");
 
@@ -112,7 +113,7 @@ async fn up_serves_the_suite_through_the_tls_gateway_and_stops_cleanly() {
     let clusters = common::admin_get(admin, "/clusters").await;
     assert_eq!(clusters.matches("healthy").count(), 7, "{clusters}");
 
-    let status = common::stop(&mut child);
+    let status = up.stop();
     assert!(status.success(), "exit 0 after SIGTERM: {status}");
     for (_, pid) in pids {
         // SAFETY: signal 0 only checks that the pid exists.

@@ -31,9 +31,10 @@ fn rows<'a>(table: &'a str, result: &str) -> Vec<&'a str> {
 #[test]
 fn verify_passes_every_journey_against_localmesh_up() {
     let data = tempfile::tempdir().expect("tempdir");
-    let (mut child, _pids, gw, _admin) = common::start_up(data.path());
+    let mut up = common::Up::start(data.path());
+    let gw = up.gateway;
     let (out, table) = verify(gw, &["-n", "300"]);
-    let status = common::stop(&mut child);
+    let status = up.stop();
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{table}");
     assert!(out.status.success(), "verify failed:\n{table}\n{stderr}");

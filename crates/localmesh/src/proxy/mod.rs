@@ -11,6 +11,7 @@
 mod body;
 pub mod endpoints;
 pub mod metrics;
+mod plaintext;
 pub mod tls;
 
 use std::collections::{HashMap, VecDeque};
@@ -173,16 +174,22 @@ impl Proxy {
     ) -> io::Result<Running> {
         let addr = tcp.local_addr()?;
         let acceptor = tls.map(TlsAcceptor::from);
+        let refusal: Arc<str> = plaintext::reason(listener.hostname.as_deref().unwrap_or("*"), addr.port()).into();
         let hop = Hop::Gateway(Arc::new(listener));
         let proxy = self.clone();
         let task = tokio::spawn(accept_loop(tcp, move |stream| {
             let acceptor = acceptor.clone();
             let proxy = proxy.clone();
             let hop = hop.clone();
+            let refusal = refusal.clone();
             async move {
                 let Some(acceptor) = acceptor else {
                     return proxy.serve_connection(hop, stream).await;
                 };
+                if plaintext::starts_in_plaintext(&stream).await {
+                    tracing::debug!("plaintext on the TLS gateway; answered with the reason");
+                    return plaintext::refuse(stream, refusal).await;
+                }
                 match acceptor.accept(stream).await {
                     Ok(tls) => proxy.serve_connection(hop, tls).await,
                     Err(e) => tracing::debug!(error = %e, "gateway TLS handshake failed"),
@@ -435,10 +442,15 @@ impl Proxy {
                     self.record_outlier(&cluster, &policy, &eps, &ep, Outcome::ConnectFailure);
                     let connect = e.is_connect();
                     let refused = !connect && is_refused(&e);
+                    let reset = !connect && !refused;
                     let retriable = (connect && plan.retry.retries_on(RetryOn::ConnectFailure))
                         || (refused && plan.retry.retries_on(RetryOn::RefusedStream))
-                        || ((refused || !connect)
-                            && (plan.retry.retries_on(RetryOn::Reset) || plan.retry.retries_on(RetryOn::FiveXx)));
+                        || ((refused || reset)
+                            && (plan.retry.retries_on(RetryOn::Reset) || plan.retry.retries_on(RetryOn::FiveXx)))
+                        // In a cluster the pod's own sidecar outlives a crashed app and answers the
+                        // reset with a 503 (gRPC: UNAVAILABLE, HTTP 200), which the caller's
+                        // `unavailable` / `retriable-status-codes` tokens retry.
+                        || (reset && sidecar_reply_is_retriable(&plan.retry, ctx.grpc));
                     if retriable && can_retry {
                         retries_left -= 1;
                         tried.push(ep.id);
@@ -907,6 +919,16 @@ fn retriable_response(policy: &RetryPolicy, grpc: bool, status: u16, grpc_status
     })
 }
 
+/// Whether the reply a destination sidecar gives for a reset by its app (503 UC; for gRPC a
+/// trailers-only UNAVAILABLE) is retried under `policy`.
+fn sidecar_reply_is_retriable(policy: &RetryPolicy, grpc: bool) -> bool {
+    if grpc {
+        retriable_response(policy, true, 200, Some(14))
+    } else {
+        retriable_response(policy, false, 503, None)
+    }
+}
+
 /// An HTTP/2 stream refused by the peer (REFUSED_STREAM, or GOAWAY before it was processed).
 fn is_refused(e: &hyper_util::client::legacy::Error) -> bool {
     let text = format!("{e:?}");
@@ -1052,6 +1074,16 @@ mod tests {
         assert!(retriable_response(&p, false, 503, None));
         assert!(!retriable_response(&RetryPolicy::none(), true, 200, Some(14)));
         assert_eq!(grpc_code("unavailable"), 14);
+
+        // A reset by the app: retried where the policy retries its sidecar's 503 / UNAVAILABLE.
+        assert!(sidecar_reply_is_retriable(&p, true));
+        assert!(sidecar_reply_is_retriable(&p, false));
+        let post_safe = RetryPolicy {
+            retry_on: vec![RetryOn::ConnectFailure, RetryOn::RefusedStream],
+            ..RetryPolicy::mesh_default()
+        };
+        assert!(!sidecar_reply_is_retriable(&post_safe, true));
+        assert!(!sidecar_reply_is_retriable(&post_safe, false));
         assert_eq!(http_to_grpc(404), 12);
     }
 }

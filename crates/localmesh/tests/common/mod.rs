@@ -4,7 +4,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 pub const HOST: &str = "sit-gateway.tcex.com.vn";
@@ -45,65 +46,105 @@ pub fn port_of(v: &serde_json::Value) -> u16 {
         .unwrap_or_else(|| panic!("not an address: {v}"))
 }
 
-/// Starts `localmesh up` on ephemeral ports and waits for "localmesh is ready"; returns the child,
-/// every (pod name, pid) it started (a pod restarted during start-up appears twice), and the
-/// gateway and admin ports it bound (read from the ready line, so no port is guessed).
-pub fn start_up(data: &Path) -> (Child, Vec<(String, i32)>, u16, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_localmesh"))
-        .args(["up", "--root"])
-        .arg(root())
-        .arg("--bin-dir")
-        .arg(bin_dir())
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--gateway-port", "0", "--admin-port", "0"])
-        .args(["--ready-timeout-secs", "20"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("localmesh starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut pids = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(25);
-    let (gw, admin) = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("localmesh printed 'localmesh is ready' within 25 s");
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if v["message"] == "pod started" {
-                let name = v["pod_name"].as_str().expect("pod_name").to_string();
-                pids.push((name, v["pid"].as_i64().expect("pid") as i32));
-            }
-            if v["message"] == "localmesh is ready" {
-                break (port_of(&v["gateway"]), port_of(&v["admin"]));
-            }
-        }
-    };
-    (child, pids, gw, admin)
+/// A running `localmesh up` on ephemeral ports, stopped with SIGTERM (then SIGKILL) when dropped,
+/// even after a failed assert.
+pub struct Up {
+    child: Child,
+    /// Its JSON log lines after "localmesh is ready".
+    pub lines: Receiver<serde_json::Value>,
+    /// Every (pod name, pid) started before it was ready (a pod restarted meanwhile appears twice).
+    pub pods: Vec<(String, i32)>,
+    /// The gateway and admin ports it bound (read from the ready line, so no port is guessed).
+    pub gateway: u16,
+    pub admin: u16,
 }
 
-/// SIGTERM to the localmesh this test started; waits up to 20 s for its exit.
-pub fn stop(child: &mut Child) -> std::process::ExitStatus {
-    // SAFETY: signalling the localmesh process this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let started = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            return st;
+impl Up {
+    /// Starts it with the real service binaries and waits for "localmesh is ready".
+    pub fn start(data: &Path) -> Up {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_localmesh"))
+            .args(["up", "--root"])
+            .arg(root())
+            .arg("--bin-dir")
+            .arg(bin_dir())
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--gateway-port", "0", "--admin-port", "0"])
+            .args(["--ready-timeout-secs", "20"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("localmesh up starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && tx.send(v).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let mut up = Up {
+            child,
+            lines,
+            pods: Vec::new(),
+            gateway: 0,
+            admin: 0,
+        };
+        let deadline = Instant::now() + Duration::from_secs(25);
+        loop {
+            let v = up
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("localmesh printed 'localmesh is ready' within 25 s");
+            if v["message"] == "pod started" {
+                let name = v["pod_name"].as_str().expect("pod_name").to_string();
+                up.pods.push((name, v["pid"].as_i64().expect("pid") as i32));
+            }
+            if v["message"] == "localmesh is ready" {
+                up.gateway = port_of(&v["gateway"]);
+                up.admin = port_of(&v["admin"]);
+                return up;
+            }
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "localmesh exits after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    /// SIGTERM; waits up to 20 s for the exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        // SAFETY: signalling the localmesh process this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let started = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "localmesh exits after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // SAFETY: signalling the localmesh process this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -126,4 +167,20 @@ pub async fn admin_get(port: u16, path: &str) -> String {
         .expect("body")
         .to_bytes();
     String::from_utf8_lossy(&body).into_owned()
+}
+
+/// A third-party client from `make tools` (`<venv>/bin/<name>`, the venv at `$SUITE_VENV` or
+/// `<root>/.venv`); a missing one fails the test saying how to get it.
+pub fn venv_tool(name: &str) -> PathBuf {
+    let venv = match std::env::var_os("SUITE_VENV") {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => root().join(".venv"),
+    };
+    let path = venv.join("bin").join(name);
+    assert!(
+        path.is_file(),
+        "third-party test client {} is missing: run `make tools` in the workspace root",
+        path.display()
+    );
+    path
 }
