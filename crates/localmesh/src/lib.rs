@@ -40,3 +40,9 @@ pub fn load(root: &Path) -> Result<Mesh, MeshError> {
         },
     )
 }
+
+/// Locks `m`, going on after a panic elsewhere poisoned it: every value guarded here stays
+/// consistent between statements (counters, maps), so the data is still good.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -480,14 +480,14 @@ pub struct OutlierConfig {
     pub max_ejection_percent: u32,
 }
 
-/// `connectionPool` limits localmesh enforces; `None` means Envoy's (effectively unlimited) default.
+/// `connectionPool` limits localmesh enforces (see `proxy::breaker`); `None` means Envoy's
+/// (effectively unlimited) default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConnectionPool {
     pub max_connections: Option<u32>,
     pub connect_timeout: Option<Duration>,
     pub http1_max_pending_requests: Option<u32>,
     pub http2_max_requests: Option<u32>,
-    pub max_requests_per_connection: Option<u32>,
     pub max_retries: Option<u32>,
 }
 

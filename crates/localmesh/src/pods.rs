@@ -254,7 +254,7 @@ impl Supervisor {
     }
 
     pub fn status(&self) -> BTreeMap<String, PodStatus> {
-        lock(&self.status).clone()
+        crate::lock(&self.status).clone()
     }
 
     /// A shared view of the pods' status (for the admin port).
@@ -296,10 +296,6 @@ impl Supervisor {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -389,7 +385,7 @@ async fn run_pod(
     let workload = &mesh.workloads[spec.workload];
     let pod = spec.name.as_str();
     let update = |f: &mut dyn FnMut(&mut PodStatus)| {
-        if let Some(s) = lock(&status).get_mut(pod) {
+        if let Some(s) = crate::lock(&status).get_mut(pod) {
             f(s);
         }
         changed.send_modify(|n| *n += 1);

@@ -335,7 +335,6 @@ const DEFAULT_POLICY: TrafficPolicy = TrafficPolicy {
         connect_timeout: None,
         http1_max_pending_requests: None,
         http2_max_requests: None,
-        max_requests_per_connection: None,
         max_retries: None,
     },
 };

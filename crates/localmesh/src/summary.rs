@@ -101,7 +101,6 @@ fn policy(p: &TrafficPolicy) -> String {
         ("maxConnections", c.max_connections),
         ("http1MaxPendingRequests", c.http1_max_pending_requests),
         ("http2MaxRequests", c.http2_max_requests),
-        ("maxRequestsPerConnection", c.max_requests_per_connection),
         ("maxRetries", c.max_retries),
     ]
     .iter()

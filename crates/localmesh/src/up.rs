@@ -274,9 +274,7 @@ fn admin(req: &Request<Incoming>, proxy: &Proxy, summary: &str, status: &Status)
             text(StatusCode::OK, "text/plain", body)
         }
         "/config_dump" => {
-            let pods: serde_json::Map<String, serde_json::Value> = status
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
+            let pods: serde_json::Map<String, serde_json::Value> = crate::lock(status)
                 .iter()
                 .map(|(name, s)| {
                     (

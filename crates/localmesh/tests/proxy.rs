@@ -71,8 +71,14 @@ async fn env() -> Env {
 
 /// [`env`] with `product-v1-a` configured by the caller.
 async fn env_with(v1_a: Config) -> Env {
+    env_with_mesh(v1_a, |_| {}).await
+}
+
+/// [`env_with`] over the repo's manifests as changed by `tweak`.
+async fn env_with_mesh(v1_a: Config, tweak: impl FnOnce(&mut Mesh)) -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mesh = localmesh::load(&root()).expect("the repo's manifests load");
+    let mut mesh = localmesh::load(&root()).expect("the repo's manifests load");
+    tweak(&mut mesh);
     let endpoints = Arc::new(Endpoints::new());
     let pods = vec![
         start_pod(&mesh, &endpoints, "product-v1", v1_a).await,
@@ -686,4 +692,66 @@ fn concurrent_starts_on_a_fresh_checkout_share_one_local_ca() {
         )
         .expect("the CA on disk signed the certificate on disk");
     proxy::load_certified_key(&certs.join("tls.crt"), &certs.join("tls.key")).expect("key matches");
+}
+
+/// `connectionPool.http.http2MaxRequests` as Envoy's circuit breaker: open streams count, the
+/// request over the limit gets UNAVAILABLE naming the limit (flag UO), and a closed stream frees
+/// its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_over_http2_max_requests_overflow_with_uo() {
+    use proto::product::WatchPricesRequest;
+
+    let env = env_with_mesh(Config::for_test("v1", "product-v1-a"), |mesh| {
+        for dr in &mut mesh.destination_rules {
+            dr.policy.pool.http2_max_requests = Some(2);
+            for s in &mut dr.subsets {
+                s.policy.pool.http2_max_requests = Some(2);
+            }
+        }
+    })
+    .await;
+    let mut client = ProductServiceClient::new(gateway_channel(&env).await);
+    let premium_watch = || {
+        let mut req = tonic::Request::new(WatchPricesRequest {
+            product_ids: vec!["1".into()],
+            interval_ms: 100,
+        });
+        req.metadata_mut()
+            .insert("user-type", "premium".parse().expect("ascii"));
+        req
+    };
+    // Two premium streams fill product-service-v2's two slots.
+    let mut first = client
+        .watch_prices(premium_watch())
+        .await
+        .expect("stream 1")
+        .into_inner();
+    first.message().await.expect("update").expect("one update");
+    let mut second = client
+        .watch_prices(premium_watch())
+        .await
+        .expect("stream 2")
+        .into_inner();
+    second.message().await.expect("update").expect("one update");
+
+    let err = get(&mut client, true).await.expect_err("a third request overflows");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("upstream overflow"), "{err:?}");
+    assert!(err.message().contains("http2MaxRequests"), "{err:?}");
+    let metrics = telemetry::metrics::render(env.proxy.registry());
+    assert!(metrics.contains("response_flags=\"UO\""), "{metrics}");
+
+    drop(first);
+    let started = std::time::Instant::now();
+    loop {
+        match get(&mut client, true).await {
+            Ok((version, _)) => break assert_eq!(version, "v2"),
+            Err(e) if started.elapsed() < Duration::from_secs(5) => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the closed stream's slot never came free: {e:?}"),
+        }
+    }
+    drop(second);
 }

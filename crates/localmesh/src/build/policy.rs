@@ -227,6 +227,13 @@ fn pool(cx: &mut Ctx, o: &Object, field: &str, v: &Value) -> Option<ConnectionPo
             );
         }
     }
+    if http.max_requests_per_connection.is_some() {
+        cx.note(
+            o,
+            format!("{field}.http.maxRequestsPerConnection"),
+            "connection-pool setting not emulated (upstream connections are reused without a request limit)",
+        );
+    }
     let connect_timeout = match &tcp.connect_timeout {
         Some(t) => Some(cx.duration(o, &format!("{field}.tcp.connectTimeout"), t)?),
         None => None,
@@ -236,7 +243,6 @@ fn pool(cx: &mut Ctx, o: &Object, field: &str, v: &Value) -> Option<ConnectionPo
         connect_timeout,
         http1_max_pending_requests: http.http1_max_pending_requests,
         http2_max_requests: http.http2_max_requests,
-        max_requests_per_connection: http.max_requests_per_connection,
         max_retries: http.max_retries,
     })
 }

@@ -9,6 +9,7 @@
 //! only such requests are ever retried.
 
 mod body;
+mod breaker;
 pub mod endpoints;
 pub mod metrics;
 mod plaintext;
@@ -116,6 +117,9 @@ pub struct Proxy {
     metrics: ProxyMetrics,
     h1: Client<HttpConnector, ProxyBody>,
     h2: Client<HttpConnector, ProxyBody>,
+    /// Clients for clusters with their own `connectionPool.tcp.connectTimeout`, by (h2, timeout).
+    timed_clients: Mutex<HashMap<(bool, Duration), Client<HttpConnector, ProxyBody>>>,
+    breakers: breaker::Breakers,
     outliers: Mutex<HashMap<String, ClusterOutlier>>,
     counter: AtomicU64,
 }
@@ -133,18 +137,15 @@ impl Proxy {
     pub fn new(mesh: Mesh, endpoints: Arc<Endpoints>) -> prometheus::Result<Arc<Self>> {
         let registry = Registry::new();
         let metrics = ProxyMetrics::new(&registry)?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let h1 = Client::builder(TokioExecutor::new()).build(connector.clone());
-        let h2 = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
         Ok(Arc::new(Proxy {
             mesh: Arc::new(mesh),
             endpoints,
             registry,
             metrics,
-            h1,
-            h2,
+            h1: upstream_client(false, CONNECT_TIMEOUT),
+            h2: upstream_client(true, CONNECT_TIMEOUT),
+            timed_clients: Mutex::new(HashMap::new()),
+            breakers: breaker::Breakers::default(),
             outliers: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
         }))
@@ -389,8 +390,27 @@ impl Proxy {
             )
         };
 
+        let breaker = self.breakers.get(&cluster, &policy.pool);
+        let admitted = match deadline {
+            Some(d) => tokio::time::timeout_at(d, breaker.admit(!http2)).await.ok(),
+            None => Some(breaker.admit(!http2).await),
+        };
+        let admitted = match admitted {
+            None => {
+                let msg = format!("upstream request timeout ({fqdn}) waiting for a connection");
+                return self.local(&ctx, Some(&service.key), 504, 14, msg, "UT");
+            }
+            Some(Err(over)) => {
+                let msg = format!("upstream overflow ({fqdn}): {over}");
+                return self.local(&ctx, Some(&service.key), 503, 14, msg, "UO");
+            }
+            Some(Ok(a)) => a,
+        };
+
         let mut tried: Vec<u64> = Vec::new();
         let mut retries_left = plan.retry.attempts;
+        // The retry in progress, counted against `maxRetries` until the next attempt ends.
+        let mut retrying = None;
         loop {
             let Some(ep) = self.choose(&cluster, &policy, &eps, sreq, &tried) else {
                 let msg = format!("no healthy upstream for {fqdn}");
@@ -406,7 +426,7 @@ impl Proxy {
             };
             let upstream = upstream_request(parts, &ctx, &ep, http2, path_q, attempt_body, tried.len());
             let in_flight = ep.begin();
-            let client = if http2 { &self.h2 } else { &self.h1 };
+            let client = self.client(http2, policy.pool.connect_timeout);
             let now = Instant::now();
             let try_deadline = match (deadline, plan.retry.per_try_timeout.map(|p| now + p)) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -429,14 +449,19 @@ impl Proxy {
                     };
                     self.record_outlier(&cluster, &policy, &eps, &ep, outcome);
                     let retriable = retriable_response(&plan.retry, ctx.grpc, status, grpc_status);
-                    if retriable && can_retry {
+                    if retriable
+                        && can_retry
+                        && let Some(r) = breaker.retry()
+                    {
+                        retrying = Some(r);
                         retries_left -= 1;
                         tried.push(ep.id);
                         tracing::debug!(pod = %ep.pod, status, ?grpc_status, "retrying");
                         continue;
                     }
                     let flags = if retriable && buffered.is_some() { "URX" } else { "-" };
-                    return self.respond(&ctx, &service.key, &ep, in_flight, resp, flags, deadline);
+                    drop(retrying);
+                    return self.respond(&ctx, &service.key, &ep, (in_flight, admitted), resp, flags, deadline);
                 }
                 Some(Err(e)) => {
                     self.record_outlier(&cluster, &policy, &eps, &ep, Outcome::ConnectFailure);
@@ -451,7 +476,11 @@ impl Proxy {
                         // reset with a 503 (gRPC: UNAVAILABLE, HTTP 200), which the caller's
                         // `unavailable` / `retriable-status-codes` tokens retry.
                         || (reset && sidecar_reply_is_retriable(&plan.retry, ctx.grpc));
-                    if retriable && can_retry {
+                    if retriable
+                        && can_retry
+                        && let Some(r) = breaker.retry()
+                    {
+                        retrying = Some(r);
                         retries_left -= 1;
                         tried.push(ep.id);
                         tracing::debug!(pod = %ep.pod, error = %e, "retrying after an upstream error");
@@ -466,7 +495,11 @@ impl Proxy {
                 }
                 None => {
                     let overall = deadline.is_some_and(|d| Instant::now() >= d);
-                    if !overall && can_retry {
+                    if !overall
+                        && can_retry
+                        && let Some(r) = breaker.retry()
+                    {
+                        retrying = Some(r);
                         retries_left -= 1;
                         tried.push(ep.id);
                         continue;
@@ -475,6 +508,17 @@ impl Proxy {
                     return self.local_from(&ctx, &service.key, Some(&ep), 504, 14, msg, "UT");
                 }
             }
+        }
+    }
+
+    /// The upstream client for a cluster: the shared one, or one with the cluster's connect timeout.
+    fn client(&self, http2: bool, connect_timeout: Option<Duration>) -> Client<HttpConnector, ProxyBody> {
+        match connect_timeout {
+            None => if http2 { &self.h2 } else { &self.h1 }.clone(),
+            Some(t) => crate::lock(&self.timed_clients)
+                .entry((http2, t))
+                .or_insert_with(|| upstream_client(http2, t))
+                .clone(),
         }
     }
 
@@ -518,7 +562,7 @@ impl Proxy {
     ) -> Option<R> {
         let cfg = policy.outlier?;
         let ids: Vec<u64> = eps.iter().map(|e| e.id).collect();
-        let mut map = self.outliers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = crate::lock(&self.outliers);
         let entry = map.entry(cluster.to_string()).or_insert_with(|| ClusterOutlier {
             ids: ids.clone(),
             outlier: Outlier::new(cfg, ids.len()),
@@ -565,7 +609,7 @@ impl Proxy {
         ctx: &Ctx,
         service: &Key,
         ep: &Arc<Endpoint>,
-        in_flight: InFlight,
+        held: (InFlight, breaker::Admitted),
         resp: Response<Incoming>,
         flags: &str,
         deadline: Option<Instant>,
@@ -582,7 +626,7 @@ impl Proxy {
         );
         let grpc_status = header_str(&parts.headers, "grpc-status").map(str::to_string);
         let mut record = self.record(ctx, Some(service), Some(ep), parts.status.as_u16(), grpc_status, flags);
-        record.in_flight = Some(in_flight);
+        record.held = Some(held);
         Response::from_parts(parts, Observed::new(body, record, deadline).boxed_unsync())
     }
 
@@ -623,7 +667,7 @@ impl Proxy {
             path: ctx.path.clone(),
             method: ctx.method.clone(),
             pod: ep.map_or_else(|| "-".to_string(), |e| e.pod.clone()),
-            in_flight: None,
+            held: None,
         }
     }
 
@@ -729,7 +773,8 @@ pub(crate) struct Record {
     path: String,
     method: String,
     pod: String,
-    in_flight: Option<InFlight>,
+    /// The endpoint's and the cluster's count of open requests, released with the response.
+    held: Option<(InFlight, breaker::Admitted)>,
 }
 
 impl Record {
@@ -766,8 +811,15 @@ impl Record {
             duration_ms = duration_ms as u64,
             "access"
         );
-        self.in_flight.take();
+        self.held.take();
     }
+}
+
+fn upstream_client(http2: bool, connect_timeout: Duration) -> Client<HttpConnector, ProxyBody> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    Client::builder(TokioExecutor::new()).http2_only(http2).build(connector)
 }
 
 /// Accepts connections until the task is aborted; aborting also ends the open connections.
