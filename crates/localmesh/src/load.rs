@@ -56,6 +56,10 @@ pub struct LoadArgs {
     /// Extra request metadata, `-H 'user-type: premium'`; repeatable.
     #[arg(short = 'H', long = "header", value_parser = parse_header)]
     pub headers: Vec<Header>,
+    /// Plaintext HTTP/2 (h2c) to `--target`, e.g. straight to a pod, bypassing the gateway: the
+    /// reference run of `make bench`. `--cacert` is then unused.
+    #[arg(long)]
+    pub plaintext: bool,
     /// Print the summary as one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -208,18 +212,21 @@ impl Plan {
 }
 
 async fn connect(args: &LoadArgs) -> anyhow::Result<Vec<ProductServiceClient<Channel>>> {
-    let ca = std::fs::read(&args.cacert).map_err(|e| anyhow::anyhow!("--cacert {}: {e}", args.cacert.display()))?;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .domain_name(args.authority.clone());
-    let origin: Uri = format!("https://{}", args.authority)
+    let scheme = if args.plaintext { "http" } else { "https" };
+    let origin: Uri = format!("{scheme}://{}", args.authority)
         .parse()
         .map_err(|e| anyhow::anyhow!("--authority {}: {e}", args.authority))?;
-    let endpoint = Endpoint::from_shared(format!("https://{}", args.target))
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", args.target))
         .map_err(|e| anyhow::anyhow!("--target {}: {e}", args.target))?
         .origin(origin)
-        .connect_timeout(Duration::from_secs(5))
-        .tls_config(tls)?;
+        .connect_timeout(Duration::from_secs(5));
+    if !args.plaintext {
+        let ca = std::fs::read(&args.cacert).map_err(|e| anyhow::anyhow!("--cacert {}: {e}", args.cacert.display()))?;
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .domain_name(args.authority.clone());
+        endpoint = endpoint.tls_config(tls)?;
+    }
     let mut clients = Vec::new();
     for _ in 0..args.connections {
         // One Endpoint::connect is one HTTP/2 connection.

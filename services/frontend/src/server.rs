@@ -99,9 +99,15 @@ pub async fn run(
         listeners.metrics,
         draining.clone().cancelled_owned(),
     ));
-    let server = axum::serve(listeners.main, app)
-        .with_graceful_shutdown(draining.clone().cancelled_owned())
-        .into_future();
+    let server = axum::serve(
+        // Small responses go out at once rather than waiting on Nagle's algorithm.
+        axum::serve::ListenerExt::tap_io(listeners.main, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
+        app,
+    )
+    .with_graceful_shutdown(draining.clone().cancelled_owned())
+    .into_future();
     tracing::info!(
         http = %addr,
         metrics = %metrics_addr,

@@ -106,7 +106,10 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(OrderServiceServer::new(api).max_decoding_message_size(telemetry::grpc::DEFAULT_MAX_MESSAGE_BYTES))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.main), draining.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listeners.main).with_nodelay(Some(true)),
+            draining.clone().cancelled_owned(),
+        );
     tracing::info!(
         grpc = %grpc_addr,
         metrics = %metrics_addr,

@@ -46,7 +46,14 @@ pub async fn run(
     );
 
     let stopping = draining.clone();
-    let server = axum::serve(listeners.main, router).with_graceful_shutdown(async move {
+    let server = axum::serve(
+        // Small responses go out at once rather than waiting on Nagle's algorithm.
+        axum::serve::ListenerExt::tap_io(listeners.main, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
+        router,
+    )
+    .with_graceful_shutdown(async move {
         stop.await;
         tracing::info!("shutting down: no new connections, finishing requests in flight");
         stopping.cancel();

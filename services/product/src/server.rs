@@ -73,7 +73,10 @@ pub async fn run(
         .add_service(
             ProductServiceServer::new(api).max_decoding_message_size(telemetry::grpc::DEFAULT_MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.main), stopping.cancelled_owned());
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listeners.main).with_nodelay(Some(true)),
+            stopping.cancelled_owned(),
+        );
     tracing::info!(
         grpc = %grpc_addr,
         metrics = %metrics_addr,
