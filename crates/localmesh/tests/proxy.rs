@@ -721,18 +721,16 @@ async fn requests_over_http2_max_requests_overflow_with_uo() {
         req
     };
     // Two premium streams fill product-service-v2's two slots.
-    let mut first = client
-        .watch_prices(premium_watch())
-        .await
-        .expect("stream 1")
-        .into_inner();
-    first.message().await.expect("update").expect("one update");
-    let mut second = client
-        .watch_prices(premium_watch())
-        .await
-        .expect("stream 2")
-        .into_inner();
-    second.message().await.expect("update").expect("one update");
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let mut stream = client
+            .watch_prices(premium_watch())
+            .await
+            .expect("a stream")
+            .into_inner();
+        stream.message().await.expect("update").expect("one update");
+        streams.push(stream);
+    }
 
     let err = get(&mut client, true).await.expect_err("a third request overflows");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
@@ -741,7 +739,7 @@ async fn requests_over_http2_max_requests_overflow_with_uo() {
     let metrics = telemetry::metrics::render(env.proxy.registry());
     assert!(metrics.contains("response_flags=\"UO\""), "{metrics}");
 
-    drop(first);
+    drop(streams.remove(0));
     let started = std::time::Instant::now();
     loop {
         match get(&mut client, true).await {
@@ -753,5 +751,5 @@ async fn requests_over_http2_max_requests_overflow_with_uo() {
             Err(e) => panic!("the closed stream's slot never came free: {e:?}"),
         }
     }
-    drop(second);
+    drop(streams);
 }
