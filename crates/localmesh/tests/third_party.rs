@@ -1,5 +1,5 @@
 //! Third-party clients through the TLS gateway of a real `localmesh up`: Python grpcio (reflection,
-//! no generated code) and curl with the listener's SNI and authority; `buf curl` and curl with a
+//! no generated code), `buf curl` and curl with the listener's SNI and authority; `buf curl` and curl with a
 //! wrong SNI (refused in the handshake) and in plaintext (told the port speaks TLS).
 
 use std::path::{Path, PathBuf};
@@ -82,6 +82,30 @@ fn grpcio_and_curl_reach_the_suite_with_the_listener_sni_and_authority() {
         "agent-version v2.1 reaches v2 only: {show}"
     );
     assert_eq!(seen["errors"]["empty_product_id"]["code"], "INVALID_ARGUMENT", "{show}");
+
+    // buf curl as `localmesh up` prints it: SNI, `Host` as :authority, reflection included.
+    let (out, show) = run(Command::new(common::venv_tool("buf"))
+        .args(["curl", "--protocol", "grpc", "--timeout", "10s", "--cacert"])
+        .arg(ca())
+        .args([
+            "--servername",
+            HOST,
+            "-H",
+            &format!("Host: {HOST}"),
+            "--reflect-header",
+            "*",
+        ])
+        .args(["-d", r#"{"product_id":"123"}"#])
+        .arg(format!("https://127.0.0.1:{gw}/product.ProductService/GetProduct")));
+    assert!(out.status.success(), "{show}");
+    let product: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(product["id"], "123", "{show}");
+    assert!(
+        product["servedBy"]["pod"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("product-v")),
+        "{show}"
+    );
 
     let (out, show) = run(curl_gateway(gw, "/api/products/123").args(["-w", "\n%{http_code} %{http_version}"]));
     assert!(out.status.success(), "{show}");
