@@ -300,18 +300,7 @@ async fn agent_sync_streams_stick_to_the_version_of_their_agent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_hello_for_another_host_is_refused() {
     let env = env().await;
-    let ca = std::fs::read(&env.ca.ca_cert).expect("ca.crt");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&ca) {
-        roots.add(cert.expect("CA PEM")).expect("CA cert");
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client(&env, &[b"h2", b"http/1.1"])));
     let handshake = async |name: &'static str| {
         let tcp = tokio::net::TcpStream::connect(env.gateway.addr).await.expect("tcp");
         let name = rustls::pki_types::ServerName::try_from(name).expect("name");
@@ -525,9 +514,8 @@ async fn http_pod(pod: &'static str) -> std::net::SocketAddr {
     addr
 }
 
-/// One HTTP/1.1 request over TLS (ALPN http/1.1) to the gateway with the given Host.
-async fn https_get(env: &Env, host: &str, path: &str) -> (http::StatusCode, http::HeaderMap, String) {
-    use http_body_util::BodyExt;
+/// A rustls client trusting the environment's local CA, offering `alpn`.
+fn tls_client(env: &Env, alpn: &[&[u8]]) -> rustls::ClientConfig {
     let ca = std::fs::read(&env.ca.ca_cert).expect("ca.crt");
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&ca) {
@@ -538,7 +526,14 @@ async fn https_get(env: &Env, host: &str, path: &str) -> (http::StatusCode, http
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// One HTTP/1.1 request over TLS (ALPN http/1.1) to the gateway with the given Host.
+async fn https_get(env: &Env, host: &str, path: &str) -> (http::StatusCode, http::HeaderMap, String) {
+    use http_body_util::BodyExt;
+    let config = tls_client(env, &[b"http/1.1"]);
     let tcp = tokio::net::TcpStream::connect(env.gateway.addr).await.expect("tcp");
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(

@@ -491,7 +491,7 @@ impl Proxy {
                         flags.push_str(",URX");
                     }
                     let msg = format!("upstream connect error to {} ({fqdn}): {}", ep.pod, error_chain(&e));
-                    return self.local_from(&ctx, &service.key, Some(&ep), 503, 14, msg, &flags);
+                    return self.local_from(&ctx, Some(&service.key), Some(&ep), 503, 14, msg, &flags);
                 }
                 None => {
                     let overall = deadline.is_some_and(|d| Instant::now() >= d);
@@ -505,7 +505,7 @@ impl Proxy {
                         continue;
                     }
                     let msg = format!("upstream request timeout ({fqdn})");
-                    return self.local_from(&ctx, &service.key, Some(&ep), 504, 14, msg, "UT");
+                    return self.local_from(&ctx, Some(&service.key), Some(&ep), 504, 14, msg, "UT");
                 }
             }
         }
@@ -711,18 +711,15 @@ impl Proxy {
         msg: String,
         flags: &str,
     ) -> Response<ProxyBody> {
-        let resp = local_reply(ctx.grpc, http, grpc_code, &msg);
-        let grpc_status = ctx.grpc.then(|| grpc_code.to_string());
-        self.record(ctx, service, None, resp.status().as_u16(), grpc_status, flags)
-            .done(None, None);
-        resp
+        self.local_from(ctx, service, None, http, grpc_code, msg, flags)
     }
 
+    /// [`Proxy::local`] after an attempt on `ep`, so the metrics and access log name the pod.
     #[allow(clippy::too_many_arguments)]
     fn local_from(
         &self,
         ctx: &Ctx,
-        service: &Key,
+        service: Option<&Key>,
         ep: Option<&Endpoint>,
         http: u16,
         grpc_code: i32,
@@ -731,7 +728,7 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let resp = local_reply(ctx.grpc, http, grpc_code, &msg);
         let grpc_status = ctx.grpc.then(|| grpc_code.to_string());
-        self.record(ctx, Some(service), ep, resp.status().as_u16(), grpc_status, flags)
+        self.record(ctx, service, ep, resp.status().as_u16(), grpc_status, flags)
             .done(None, None);
         resp
     }
