@@ -407,12 +407,14 @@ impl Proxy {
             Some(Ok(a)) => a,
         };
 
-        let mut tried: Vec<u64> = Vec::new();
-        let mut retries_left = plan.retry.attempts;
-        // The retry in progress, counted against `maxRetries` until the next attempt ends.
-        let mut retrying = None;
+        let mut retries = Retries {
+            tried: Vec::new(),
+            left: if buffered.is_some() { plan.retry.attempts } else { 0 },
+            in_progress: None,
+        };
         loop {
-            let Some(ep) = self.choose(&cluster, &policy, &eps, sreq, &tried) else {
+            let tried = &retries.tried;
+            let Some(ep) = self.choose(&cluster, &policy, &eps, sreq, tried) else {
                 let msg = format!("no healthy upstream for {fqdn}");
                 return self.local(&ctx, Some(&service.key), 503, 14, msg, "UH");
             };
@@ -437,7 +439,6 @@ impl Proxy {
                 Some(d) => tokio::time::timeout_at(d, sent).await.ok(),
                 None => Some(sent.await),
             };
-            let can_retry = buffered.is_some() && retries_left > 0;
             match result {
                 Some(Ok(resp)) => {
                     let status = resp.status().as_u16();
@@ -449,18 +450,12 @@ impl Proxy {
                     };
                     self.record_outlier(&cluster, &policy, &eps, &ep, outcome);
                     let retriable = retriable_response(&plan.retry, ctx.grpc, status, grpc_status);
-                    if retriable
-                        && can_retry
-                        && let Some(r) = breaker.retry()
-                    {
-                        retrying = Some(r);
-                        retries_left -= 1;
-                        tried.push(ep.id);
+                    if retriable && retries.take(&breaker, ep.id) {
                         tracing::debug!(pod = %ep.pod, status, ?grpc_status, "retrying");
                         continue;
                     }
                     let flags = if retriable && buffered.is_some() { "URX" } else { "-" };
-                    drop(retrying);
+                    drop(retries);
                     return self.respond(&ctx, &service.key, &ep, (in_flight, admitted), resp, flags, deadline);
                 }
                 Some(Err(e)) => {
@@ -476,13 +471,7 @@ impl Proxy {
                         // reset with a 503 (gRPC: UNAVAILABLE, HTTP 200), which the caller's
                         // `unavailable` / `retriable-status-codes` tokens retry.
                         || (reset && sidecar_reply_is_retriable(&plan.retry, ctx.grpc));
-                    if retriable
-                        && can_retry
-                        && let Some(r) = breaker.retry()
-                    {
-                        retrying = Some(r);
-                        retries_left -= 1;
-                        tried.push(ep.id);
+                    if retriable && retries.take(&breaker, ep.id) {
                         tracing::debug!(pod = %ep.pod, error = %e, "retrying after an upstream error");
                         continue;
                     }
@@ -495,13 +484,7 @@ impl Proxy {
                 }
                 None => {
                     let overall = deadline.is_some_and(|d| Instant::now() >= d);
-                    if !overall
-                        && can_retry
-                        && let Some(r) = breaker.retry()
-                    {
-                        retrying = Some(r);
-                        retries_left -= 1;
-                        tried.push(ep.id);
+                    if !overall && retries.take(&breaker, ep.id) {
                         continue;
                     }
                     let msg = format!("upstream request timeout ({fqdn})");
@@ -817,6 +800,31 @@ fn upstream_client(http2: bool, connect_timeout: Duration) -> Client<HttpConnect
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));
     Client::builder(TokioExecutor::new()).http2_only(http2).build(connector)
+}
+
+/// One request's retry state: the endpoints tried, the retries left (none for a streamed body),
+/// and the retry in progress, counted against `maxRetries` until the next attempt ends.
+struct Retries {
+    tried: Vec<u64>,
+    left: u32,
+    in_progress: Option<breaker::Retrying>,
+}
+
+impl Retries {
+    /// Takes a retry after a failed attempt on `endpoint`, if one is left and the cluster's
+    /// `maxRetries` allows it.
+    fn take(&mut self, breaker: &Arc<breaker::Breaker>, endpoint: u64) -> bool {
+        if self.left == 0 {
+            return false;
+        }
+        let Some(r) = breaker.retry() else {
+            return false;
+        };
+        self.in_progress = Some(r);
+        self.left -= 1;
+        self.tried.push(endpoint);
+        true
+    }
 }
 
 /// Accepts connections until the task is aborted; aborting also ends the open connections.
