@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY_REQ := scripts/requirements-test.txt
 STAMP  := $(VENV)/.installed-$(shell sha1sum $(PY_REQ) 2>/dev/null | cut -c1-12)
 
-.PHONY: help build build-debug run run-direct test bench unit lint fmt tools system-deps validate-manifests nextest clean
+.PHONY: help build build-debug run run-direct test bench observe unit lint fmt tools system-deps validate-manifests nextest clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -31,6 +31,9 @@ bench: build ## gateway throughput, latency and memory beside direct calls and n
 	scripts/install-system-deps.sh bench
 	scripts/bench.sh
 
+observe: ## Prometheus on 127.0.0.1:9090 scraping a running `make run` (localmesh's /sd), with the alert rules
+	scripts/observe.sh
+
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -38,7 +41,7 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt:
 	$(CARGO) fmt --all
 
-tools: $(STAMP) system-deps ## test clients and servers: Python grpcio, buf, PostgreSQL, Chromium
+tools: $(STAMP) system-deps ## test clients and servers: Python grpcio, buf, PostgreSQL, Chromium, Prometheus
 
 $(STAMP): $(PY_REQ)
 	python3 -m venv $(VENV)

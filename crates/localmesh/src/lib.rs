@@ -6,15 +6,21 @@
 //! routes, backends and endpoints with pure functions, so every routing decision is testable without
 //! sockets. What the model does not emulate is listed in [`Mesh::not_emulated`].
 
+pub mod admin;
 pub mod build;
+pub mod console;
 pub mod duration;
 mod error;
+pub mod identity;
 pub mod model;
 pub mod outlier;
 pub mod pods;
 pub mod proxy;
 pub mod select;
+pub mod stats;
 mod summary;
+pub mod tap;
+pub mod trace;
 pub mod unsupported;
 pub mod up;
 pub mod verify;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand};
 
 mod load;
@@ -44,9 +45,24 @@ enum Command {
         /// Also serve the gateway's plaintext listener (its HTTPS redirect) on this port.
         #[arg(long)]
         http_port: Option<u16>,
-        /// /stats/prometheus, /clusters, /config_dump.
+        /// /stats/prometheus, /clusters, /config_dump, /sd, /tap, /api/stat (Envoy's admin port).
         #[arg(long, default_value_t = 15000)]
         admin_port: u16,
+        /// The console: traces, the service graph and Jaeger's query API (Jaeger's port).
+        #[arg(long, default_value_t = 16686)]
+        console_port: u16,
+        /// The OTLP/gRPC receiver for the pods' spans (when OTEL_EXPORTER_OTLP_ENDPOINT is unset).
+        #[arg(long, default_value_t = 4317)]
+        otlp_port: u16,
+        /// How many traces the console keeps (the oldest go first).
+        #[arg(long, default_value_t = localmesh::trace::store::DEFAULT_MAX_TRACES, value_parser = clap::value_parser!(u64).range(1..=10_000_000).map(|n| n as usize))]
+        max_traces: usize,
+        /// The console's memory for spans, e.g. 64MiB (the oldest traces go first).
+        #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+        max_trace_bytes: usize,
+        /// Finished proxy spans waiting to be stored or exported; beyond it they are dropped.
+        #[arg(long, default_value_t = localmesh::trace::DEFAULT_QUEUE, value_parser = clap::value_parser!(u64).range(1..=10_000_000).map(|n| n as usize))]
+        span_queue: usize,
         /// How long every pod gets to become ready.
         #[arg(long, default_value_t = 60)]
         ready_timeout_secs: u64,
@@ -59,6 +75,26 @@ enum Command {
     Load(load::LoadArgs),
 }
 
+/// A size such as `64MiB`, `512KiB`, `1GiB` or a plain number of bytes.
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: usize = n.parse().map_err(|_| format!("{s:?} is not a size such as 64MiB"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?}: use B, KiB, MiB or GiB")),
+    };
+    let bytes = n.checked_mul(mult).ok_or_else(|| format!("{s} is too large"))?;
+    if bytes < 1 << 20 {
+        return Err(format!("{s} is below the minimum of 1MiB"));
+    }
+    Ok(bytes)
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Up {
@@ -68,15 +104,28 @@ fn main() -> ExitCode {
             gateway_port,
             http_port,
             admin_port,
+            console_port,
+            otlp_port,
+            max_traces,
+            max_trace_bytes,
+            span_queue,
             ready_timeout_secs,
         } => {
-            let opts = localmesh::up::UpOptions {
+            let mut opts = localmesh::up::UpOptions {
                 root,
                 bin_dir,
                 data_dir,
                 gateway_port,
                 http_port,
                 admin_port,
+                console_port,
+                otlp_port,
+                export: None,
+                limits: localmesh::trace::store::Limits {
+                    max_traces,
+                    max_bytes: max_trace_bytes,
+                },
+                span_queue,
                 ready_timeout: std::time::Duration::from_secs(ready_timeout_secs),
             };
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -90,7 +139,10 @@ fn main() -> ExitCode {
                 let telemetry = telemetry::Identity::from_env("localmesh")
                     .and_then(telemetry::Settings::from_env)
                     .map_err(anyhow::Error::from)
-                    .and_then(|s| telemetry::init(&s));
+                    .and_then(|s| {
+                        opts.export = s.otlp_endpoint.clone();
+                        telemetry::init(&s)
+                    });
                 let telemetry = match telemetry {
                     Ok(t) => t,
                     Err(e) => {

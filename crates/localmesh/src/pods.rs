@@ -1,10 +1,10 @@
 //! Local pods: every Deployment replica as a child process of the suite's binaries, with the
-//! Downward-API-like env, its own `127.0.0.1` ports, a readiness probe (gRPC health `Check` or
-//! `GET /healthz`), registration in [`Endpoints`] once ready, and restarts with exponential backoff.
+//! Downward-API-like env, its own `127.0.0.1` ports, registration in [`Endpoints`] once ready,
+//! restarts with exponential backoff, and the kubelet's readiness probe (the Deployment's gRPC or
+//! HTTP probe, every `periodSeconds`): a pod failing `failureThreshold` probes in a row leaves its
+//! Services' endpoints until it passes again.
 
 use std::collections::BTreeMap;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -20,7 +20,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::model::{EnvValue, Mesh, Workload};
+use crate::model::{EnvValue, Mesh, ProbeCheck, Readiness, Workload};
 use crate::proxy::Endpoints;
 
 /// The env variables naming an east-west upstream by URL; `localmesh up` points them at a sidecar
@@ -44,8 +44,11 @@ pub struct PodSpec {
     /// The Deployment's env with the Downward API resolved and the local rewrites applied;
     /// `PORT` and `METRICS_PORT` are added at each start.
     pub env: Vec<(String, String)>,
-    /// Probe with a gRPC health `Check` (else `GET /healthz`).
-    pub grpc: bool,
+    /// The Deployment's readiness probe, else gRPC health `Check("")` (gRPC pods) or
+    /// `GET /healthz`, run until the pod first answers.
+    pub readiness: Option<Readiness>,
+    /// The check for a pod without a readiness probe.
+    pub start_check: ProbeCheck,
     /// `SHUTDOWN_GRACE_SECS` + 2 s.
     pub drain: Duration,
     pub log: PathBuf,
@@ -54,8 +57,12 @@ pub struct PodSpec {
 /// What `up` knows of a pod right now.
 #[derive(Debug, Clone, Default)]
 pub struct PodStatus {
+    /// Index into [`Mesh::workloads`].
+    pub workload: usize,
     pub pid: Option<u32>,
     pub addr: Option<SocketAddr>,
+    /// Its `/metrics` (what Prometheus scrapes).
+    pub metrics_addr: Option<SocketAddr>,
     pub ready: bool,
     pub restarts: u32,
     pub last_exit: Option<String>,
@@ -67,9 +74,14 @@ pub struct PodOptions {
     pub bin_dir: PathBuf,
     pub data_dir: PathBuf,
     pub node: String,
-    /// `(caller Deployment index, upstream host)` → the sidecar listener for it.
-    pub sidecars: BTreeMap<(usize, String), SocketAddr>,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` for every pod: localmesh's own receiver, or `None` to leave the
+    /// pods the variable of localmesh's environment.
+    pub otlp_endpoint: Option<String>,
 }
+
+/// How soon a pod's spans reach the console: the OpenTelemetry SDK's batch delay (5 s by default)
+/// for pods whose environment does not set `OTEL_BSP_SCHEDULE_DELAY`.
+const SPAN_BATCH_DELAY_MS: &str = "1000";
 
 /// The host (authority) of an upstream URL: `http://product-service:50051` → `product-service:50051`.
 pub fn url_host(url: &str) -> &str {
@@ -77,54 +89,36 @@ pub fn url_host(url: &str) -> &str {
     rest.split(['/', '?']).next().unwrap_or(rest)
 }
 
-/// The hosts each Deployment calls east-west (from [`UPSTREAM_VARS`] in its env).
-pub fn upstreams(mesh: &Mesh) -> Vec<(usize, String)> {
-    let mut out = Vec::new();
-    for (i, w) in mesh.workloads.iter().enumerate() {
-        for e in &w.env {
-            if let EnvValue::Literal(v) = &e.value
-                && UPSTREAM_VARS.contains(&e.name.as_str())
-            {
-                let key = (i, url_host(v).to_string());
-                if !out.contains(&key) {
-                    out.push(key);
-                }
+impl PodSpec {
+    /// The hosts this pod calls east-west (from [`UPSTREAM_VARS`] in its env), each once.
+    pub fn upstreams(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (k, v) in &self.env {
+            let host = url_host(v).to_string();
+            if UPSTREAM_VARS.contains(&k.as_str()) && !out.contains(&host) {
+                out.push(host);
+            }
+        }
+        out
+    }
+
+    /// Points the variables naming `host` at this pod's sidecar listener for it.
+    pub fn route_upstream(&mut self, host: &str, sidecar: SocketAddr) {
+        for (k, v) in &mut self.env {
+            if UPSTREAM_VARS.contains(&k.as_str()) && url_host(v) == host {
+                *v = format!("http://{sidecar}");
             }
         }
     }
-    out
-}
-
-const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
-fn k8s_chars(mut n: u64, len: usize) -> String {
-    (0..len)
-        .map(|_| {
-            let c = NAME_ALPHABET[(n % NAME_ALPHABET.len() as u64) as usize] as char;
-            n /= NAME_ALPHABET.len() as u64;
-            c
-        })
-        .collect()
 }
 
 /// `<deployment>-<pod-template-hash>-<suffix>` as a ReplicaSet names its pods: the hash is stable
 /// for a given template, the suffix random.
 fn pod_name(w: &Workload, seen: &mut Vec<String>) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    w.key.hash(&mut h);
-    w.labels.hash(&mut h);
-    w.binary.hash(&mut h);
-    for e in &w.env {
-        e.name.hash(&mut h);
-        format!("{:?}", e.value).hash(&mut h);
-    }
-    let template = k8s_chars(h.finish(), 10);
+    let env: Vec<String> = w.env.iter().map(|e| format!("{}={:?}", e.name, e.value)).collect();
+    let template = (&w.key, &w.labels, &w.binary, env);
     loop {
-        let name = format!(
-            "{}-{template}-{}",
-            w.key.name,
-            k8s_chars(RandomState::new().hash_one(seen.len()), 5)
-        );
+        let name = crate::identity::replica_name(&w.key.name, &template);
         if !seen.contains(&name) {
             seen.push(name.clone());
             return name;
@@ -151,18 +145,10 @@ pub fn specs(mesh: &Mesh, opts: &PodOptions) -> Vec<PodSpec> {
                 EnvValue::NodeName => opts.node.clone(),
                 EnvValue::Unresolved => continue,
             };
-            // The cluster's collector is not reachable locally: localmesh's own env decides.
+            // The cluster's collector is not reachable locally: localmesh decides where spans go.
             if e.name == "OTEL_EXPORTER_OTLP_ENDPOINT" && v.contains(".svc") {
                 continue;
             }
-            let v = if UPSTREAM_VARS.contains(&e.name.as_str()) {
-                match opts.sidecars.get(&(wi, url_host(&v).to_string())) {
-                    Some(addr) => format!("http://{addr}"),
-                    None => v,
-                }
-            } else {
-                v
-            };
             env.push((e.name.clone(), v));
         }
         let mut set = |k: &str, v: String, force: bool| {
@@ -182,6 +168,12 @@ pub fn specs(mesh: &Mesh, opts: &PodOptions) -> Vec<PodSpec> {
             set("SERVICE_VERSION", v.clone(), false);
         }
         set("DATA_DIR", opts.data_dir.join(&w.key.name).display().to_string(), false);
+        if let Some(ep) = &opts.otlp_endpoint {
+            set("OTEL_EXPORTER_OTLP_ENDPOINT", ep.clone(), true);
+        }
+        if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_none() {
+            set("OTEL_BSP_SCHEDULE_DELAY", SPAN_BATCH_DELAY_MS.into(), false);
+        }
         let grace = env
             .iter()
             .find(|(n, _)| n == "SHUTDOWN_GRACE_SECS")
@@ -197,7 +189,12 @@ pub fn specs(mesh: &Mesh, opts: &PodOptions) -> Vec<PodSpec> {
             log: opts.data_dir.join("logs").join(format!("{name}.log")),
             name,
             env,
-            grpc,
+            readiness: w.readiness.clone(),
+            start_check: if grpc {
+                ProbeCheck::Grpc(String::new())
+            } else {
+                ProbeCheck::Http("/healthz".into())
+            },
             drain: Duration::from_secs(grace + 2),
         });
     }
@@ -225,7 +222,16 @@ impl Supervisor {
     /// Starts every pod; each registers its endpoint in `endpoints` once its probe passes.
     pub fn start(mesh: Arc<Mesh>, specs: Vec<PodSpec>, endpoints: Arc<Endpoints>) -> Self {
         let status = Arc::new(Mutex::new(
-            specs.iter().map(|s| (s.name.clone(), PodStatus::default())).collect(),
+            specs
+                .iter()
+                .map(|s| {
+                    let st = PodStatus {
+                        workload: s.workload,
+                        ..PodStatus::default()
+                    };
+                    (s.name.clone(), st)
+                })
+                .collect(),
         ));
         let (changed, _) = watch::channel(0u64);
         let (stop, _) = watch::channel(false);
@@ -318,38 +324,64 @@ fn spawn_child(spec: &PodSpec, port: u16, metrics_port: u16) -> std::io::Result<
     cmd.spawn()
 }
 
-async fn probe(addr: SocketAddr, grpc: bool) -> bool {
-    if grpc {
-        let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
-            return false;
-        };
-        let Ok(channel) = ep
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(1))
-            .connect()
-            .await
-        else {
-            return false;
-        };
-        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-        let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
-        matches!(client.check(req).await, Ok(r)
-            if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
-    } else {
-        let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let Ok(uri) = format!("http://{addr}/healthz").parse::<http::Uri>() else {
-            return false;
-        };
-        matches!(
-            tokio::time::timeout(Duration::from_secs(1), client.get(uri)).await,
-            Ok(Ok(r)) if r.status().is_success()
-        )
+/// One probe, as the kubelet runs it: gRPC health `Check(service)` must answer SERVING, an HTTP
+/// GET must answer 2xx or 3xx, both within `timeout`.
+async fn probe(addr: SocketAddr, check: &ProbeCheck, timeout: Duration) -> bool {
+    let run = async {
+        match check {
+            ProbeCheck::Grpc(service) => {
+                let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+                    return false;
+                };
+                let Ok(channel) = ep.connect_timeout(timeout).connect().await else {
+                    return false;
+                };
+                let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+                let req = tonic_health::pb::HealthCheckRequest {
+                    service: service.clone(),
+                };
+                matches!(client.check(req).await, Ok(r)
+                    if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+            }
+            ProbeCheck::Http(path) => {
+                let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+                let Ok(uri) = format!("http://{addr}{path}").parse::<http::Uri>() else {
+                    return false;
+                };
+                matches!(client.get(uri).await, Ok(r) if r.status().is_success() || r.status().is_redirection())
+            }
+        }
+    };
+    tokio::time::timeout(timeout, run).await.unwrap_or(false)
+}
+
+/// Probes every [`PROBE_PERIOD`] until the pod first passes (quicker than the kubelet's period, so
+/// a local start does not wait for it).
+async fn until_ready(addr: SocketAddr, check: &ProbeCheck) {
+    while !probe(addr, check, Duration::from_secs(1)).await {
+        tokio::time::sleep(PROBE_PERIOD).await;
     }
 }
 
-async fn until_ready(addr: SocketAddr, grpc: bool) {
-    while !probe(addr, grpc).await {
-        tokio::time::sleep(PROBE_PERIOD).await;
+/// The kubelet's view of a ready pod's probes: thresholds of consecutive results.
+#[derive(Debug, Default)]
+struct ProbeState {
+    failures: u32,
+    successes: u32,
+}
+
+impl ProbeState {
+    /// Records a result; `Some(ready)` when the pod's readiness changes.
+    fn record(&mut self, r: &Readiness, passed: bool, ready: bool) -> Option<bool> {
+        if passed {
+            self.failures = 0;
+            self.successes += 1;
+            (!ready && self.successes >= r.success_threshold).then_some(true)
+        } else {
+            self.successes = 0;
+            self.failures += 1;
+            (ready && self.failures >= r.failure_threshold).then_some(false)
+        }
     }
 }
 
@@ -408,11 +440,18 @@ async fn run_pod(
                 update(&mut |s| {
                     s.pid = pid;
                     s.addr = Some(addr);
+                    s.metrics_addr = Some(SocketAddr::from(([127, 0, 0, 1], metrics_port)));
                 });
-                let ready = until_ready(addr, spec.grpc);
+                let check = spec.readiness.as_ref().map_or(&spec.start_check, |r| &r.check);
+                let ready = until_ready(addr, check);
                 tokio::pin!(ready);
-                let mut endpoint = None;
+                let mut endpoint: Option<Arc<crate::proxy::Endpoint>> = None;
                 let mut ready_at = None;
+                // Without a readiness probe a started pod stays ready (the timer never fires in practice).
+                let period = spec.readiness.as_ref().map_or(Duration::from_secs(3600), |r| r.period);
+                let mut probes = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut state = ProbeState::default();
                 let exit = loop {
                     tokio::select! {
                         st = child.wait() => break match st {
@@ -422,8 +461,22 @@ async fn run_pod(
                         () = &mut ready, if endpoint.is_none() => {
                             endpoint = Some(endpoints.add_pod(workload, pod, addr));
                             ready_at = Some(tokio::time::Instant::now());
+                            probes.reset();
                             tracing::info!(pod_name = pod, %addr, "pod ready; endpoint registered");
                             update(&mut |s| s.ready = true);
+                        }
+                        _ = probes.tick(), if endpoint.is_some() && spec.readiness.is_some() => {
+                            let (Some(r), Some(ep)) = (&spec.readiness, &endpoint) else { continue };
+                            let passed = probe(addr, &r.check, r.timeout).await;
+                            if let Some(now_ready) = state.record(r, passed, ep.is_healthy()) {
+                                ep.set_healthy(now_ready);
+                                if now_ready {
+                                    tracing::info!(pod_name = pod, "readiness probe passes again; endpoint back in its Services");
+                                } else {
+                                    tracing::warn!(pod_name = pod, failures = state.failures, "readiness probe failing; endpoint removed from its Services");
+                                }
+                                update(&mut |s| s.ready = now_ready);
+                            }
                         }
                         _ = stop.changed() => {
                             if let Some(ep) = &endpoint {

@@ -54,10 +54,6 @@ pub fn scan(m: &Manifests) -> Vec<NotEmulated> {
                 "spec",
                 "not enforced locally: there are no mTLS identities, every local caller is allowed",
             ),
-            Resource::Telemetry(_) => note(
-                "spec",
-                "providers and sampling are not read: localmesh always writes its own access log, metrics and gateway span",
-            ),
             Resource::ServiceEntry(_) => note(
                 "spec.hosts",
                 "no DNS capture locally: the hosts are reachable only through localmesh's proxy, routed by the VirtualServices naming them",

@@ -1,23 +1,23 @@
-//! `localmesh up`: the pods as child processes, a sidecar listener per (caller, upstream host), the
-//! TLS gateway and an admin port, until SIGINT/SIGTERM.
+//! `localmesh up`: the pods as child processes, each with sidecar listeners for its upstreams, the
+//! TLS gateway, the admin port, the console, and where spans go (an OTLP receiver and the
+//! in-memory store, or the user's collector), until SIGINT/SIGTERM.
 
-use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::admin::{self, Shared};
+use crate::identity::Identity;
 use crate::model::Protocol;
 use crate::pods::{self, PodOptions, Supervisor};
-use crate::proxy::{self, Proxy, Running, SidecarSource};
+use crate::proxy::{self, Proxy, Running, SpanOptions};
+use crate::stats::Window;
+use crate::trace::otlp::{self, Sink};
+use crate::trace::store::{Limits, Store};
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -27,6 +27,14 @@ pub struct UpOptions {
     pub gateway_port: u16,
     pub http_port: Option<u16>,
     pub admin_port: u16,
+    /// The console (Jaeger's port, 16686, by default).
+    pub console_port: u16,
+    /// The OTLP/gRPC receiver the pods export to (when spans stay local).
+    pub otlp_port: u16,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: when set, every span goes there instead.
+    pub export: Option<String>,
+    pub limits: Limits,
+    pub span_queue: usize,
     pub ready_timeout: Duration,
 }
 
@@ -47,33 +55,35 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     let summary = format!("{mesh}");
     let endpoints = Arc::new(proxy::Endpoints::new());
     let mesh_arc = Arc::new(mesh.clone());
-    let proxy = Proxy::new(mesh, endpoints.clone())?;
 
-    // East-west: one sidecar listener per (caller Deployment, upstream host), routing every
-    // request as if its :authority were that host.
+    // Spans: to the user's collector, or into the store, with a receiver for the pods' spans.
     let mut running: Vec<Running> = Vec::new();
-    let mut sidecars = BTreeMap::new();
-    for (wi, host) in pods::upstreams(&mesh_arc) {
-        let w = &mesh_arc.workloads[wi];
-        let source = SidecarSource {
-            namespace: w.key.namespace.clone(),
-            app: w.labels.get("app").cloned().unwrap_or_else(|| w.key.name.clone()),
-            workload: w.key.name.clone(),
-        };
-        let r = proxy.serve_sidecar_for_host(source, &host, bind(0, "sidecar").await?)?;
-        tracing::info!(caller = %w.key, upstream = %host, addr = %r.addr, "sidecar listener");
-        sidecars.insert((wi, host), r.addr);
-        running.push(r);
-    }
+    let (sink, receiver) = match &opts.export {
+        Some(url) => (Sink::Otlp(url.clone()), None),
+        None => {
+            let store = Arc::new(Store::new(opts.limits));
+            let (addr, task) =
+                otlp::serve_receiver(store.clone(), bind(opts.otlp_port, "OTLP receiver, --otlp-port").await?)?;
+            (Sink::Store(store), Some((addr, task)))
+        }
+    };
+    let proxy = Proxy::with_spans(
+        mesh,
+        endpoints.clone(),
+        SpanOptions {
+            sink,
+            queue: opts.span_queue,
+        },
+    )?;
 
     let node = node_name();
-    let specs = pods::specs(
+    let mut specs = pods::specs(
         &mesh_arc,
         &PodOptions {
             bin_dir: opts.bin_dir.clone(),
             data_dir: opts.data_dir.clone(),
             node,
-            sidecars,
+            otlp_endpoint: receiver.as_ref().map(|(a, _)| format!("http://{a}")),
         },
     );
     for s in &specs {
@@ -83,6 +93,18 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
                 s.name,
                 s.binary.display()
             );
+        }
+    }
+    // East-west: each pod's own sidecar, one listener per upstream host it calls, routing every
+    // request as if its :authority were that host.
+    for spec in &mut specs {
+        let w = &mesh_arc.workloads[spec.workload];
+        let identity = Arc::new(Identity::sidecar(&w.key, &spec.name, &w.labels));
+        for host in spec.upstreams() {
+            let r = proxy.serve_sidecar_for_host(identity.clone(), &host, bind(0, "sidecar").await?)?;
+            tracing::debug!(pod = %spec.name, upstream = %host, addr = %r.addr, "sidecar listener");
+            spec.route_upstream(&host, r.addr);
+            running.push(r);
         }
     }
     let sup = Supervisor::start(mesh_arc.clone(), specs, endpoints.clone());
@@ -116,11 +138,12 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         {
             out.push(proxy.serve_gateway(l.clone(), bind(port, "gateway http").await?, None)?);
         }
-        let admin = bind(opts.admin_port, "admin").await?;
-        Ok::<_, anyhow::Error>((out, admin))
+        let admin = bind(opts.admin_port, "admin, --admin-port").await?;
+        let console = bind(opts.console_port, "console, --console-port").await?;
+        Ok::<_, anyhow::Error>((out, admin, console))
     }
     .await;
-    let (gw, admin) = match started {
+    let (gw, admin, console) = match started {
         Ok(v) => v,
         Err(e) => {
             sup.shutdown().await;
@@ -128,23 +151,50 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         }
     };
     let admin_addr = admin.local_addr()?;
+    let console_addr = console.local_addr()?;
     let gw_addr = gw[0].addr;
     running.extend(gw);
-    let admin_task = tokio::spawn(serve_admin(
-        admin,
+
+    let window = Arc::new(Window::default());
+    let sampler = {
+        let (w, p) = (window.clone(), proxy.clone());
+        tokio::spawn(w.run(move || p.registry().gather()))
+    };
+    let shared = Shared::new(
         proxy.clone(),
-        Arc::new(summary),
+        summary,
         sup.status_handle(),
-    ));
+        window,
+        admin_addr,
+        opts.export.clone(),
+    )?;
+    let admin_task = admin::serve(shared.clone(), admin);
+    let console_task = crate::console::serve(shared, console);
 
     let pods: Vec<String> = sup.status().keys().cloned().collect();
-    tracing::info!(gateway = %gw_addr, admin = %admin_addr, pods = ?pods, "localmesh is ready");
-    println!("{}", instructions(&opts, &ca.ca_cert, gw_addr, admin_addr, &sup));
+    tracing::info!(
+        gateway = %gw_addr,
+        admin = %admin_addr,
+        console = %console_addr,
+        otlp = %receiver.as_ref().map_or_else(|| "-".to_string(), |(a, _)| a.to_string()),
+        spans = %opts.export.as_deref().unwrap_or("console"),
+        pods = ?pods,
+        "localmesh is ready"
+    );
+    println!(
+        "{}",
+        instructions(&opts, &ca.ca_cert, gw_addr, admin_addr, console_addr, &sup)
+    );
 
     stop.await;
     tracing::info!("stopping: SIGTERM to every pod, bounded drain");
     sup.shutdown().await;
-    admin_task.abort();
+    for t in [admin_task, console_task, sampler] {
+        t.abort();
+    }
+    if let Some((_, t)) = receiver {
+        t.abort();
+    }
     drop(running);
     tracing::info!("stopped");
     Ok(())
@@ -171,7 +221,14 @@ fn stop_signal() -> std::io::Result<impl Future<Output = ()>> {
     })
 }
 
-fn instructions(opts: &UpOptions, ca: &std::path::Path, gw: SocketAddr, admin: SocketAddr, sup: &Supervisor) -> String {
+fn instructions(
+    opts: &UpOptions,
+    ca: &std::path::Path,
+    gw: SocketAddr,
+    admin: SocketAddr,
+    console: SocketAddr,
+    sup: &Supervisor,
+) -> String {
     let host = proxy::GATEWAY_HOST;
     let port = gw.port();
     let ca = ca.display();
@@ -180,6 +237,20 @@ fn instructions(opts: &UpOptions, ca: &std::path::Path, gw: SocketAddr, admin: S
         s,
         "\nlocalmesh is up: the TLS gateway on {gw} ({host}), admin on http://{admin}"
     );
+    match &opts.export {
+        None => {
+            let _ = writeln!(
+                s,
+                "Console (traces, the service graph, Jaeger's query API): http://{console}/"
+            );
+        }
+        Some(url) => {
+            let _ = writeln!(
+                s,
+                "Spans go to {url} (OTEL_EXPORTER_OTLP_ENDPOINT); the console http://{console}/ shows the graph"
+            );
+        }
+    }
     let _ = writeln!(s, "Pods (logs in {}/):", pods::log_dir(&opts.data_dir).display());
     let status = sup.status();
     for spec in sup.specs() {
@@ -194,6 +265,11 @@ fn instructions(opts: &UpOptions, ca: &std::path::Path, gw: SocketAddr, admin: S
     let at = format!("127.0.0.1:{port}");
     let buf =
         format!("buf curl --protocol grpc --cacert {ca} --servername {host} -H 'Host: {host}' --reflect-header '*'");
+    let admin_flag = if admin.port() == 15000 {
+        String::new()
+    } else {
+        format!(" --admin {admin}")
+    };
     let _ = writeln!(
         s,
         r#"
@@ -209,101 +285,16 @@ An agent on a long-lived AgentSync stream, routed by its version:
 For a browser, add this line to /etc/hosts and trust {ca}:
   127.0.0.1 {host}
   then open https://{host}:{port}/
+Watch the flows:
+  http://{console}/traces     recent traces, a waterfall per trace
+  http://{console}/graph      the versioned service graph (the 80/20 split)
+  localmesh stat{admin_flag}       success rate, requests/s and latency per workload and version
+  localmesh top{admin_flag}        the busiest paths, live
+  localmesh tap{admin_flag}        requests as they pass
 Admin: curl http://{admin}/stats/prometheus | grep istio_requests_total
        curl http://{admin}/clusters
        curl http://{admin}/config_dump
 Ctrl-C stops everything (SIGTERM to every pod, bounded drain)."#
     );
     s
-}
-
-type Status = Arc<std::sync::Mutex<BTreeMap<String, pods::PodStatus>>>;
-
-async fn serve_admin(tcp: TcpListener, proxy: Arc<Proxy>, summary: Arc<String>, status: Status) {
-    loop {
-        let Ok((stream, _)) = tcp.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let (proxy, summary, status) = (proxy.clone(), summary.clone(), status.clone());
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let r = admin(&req, &proxy, &summary, &status);
-                async move { Ok::<_, Infallible>(r) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
-}
-
-fn text(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    if let Ok(v) = http::HeaderValue::from_str(ctype) {
-        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
-    }
-    r
-}
-
-fn admin(req: &Request<Incoming>, proxy: &Proxy, summary: &str, status: &Status) -> Response<Full<Bytes>> {
-    match req.uri().path() {
-        "/stats/prometheus" => {
-            let mut body = String::new();
-            let enc = prometheus::TextEncoder::new();
-            match enc.encode_utf8(&proxy.registry().gather(), &mut body) {
-                Ok(()) => text(StatusCode::OK, "text/plain; version=0.0.4", body),
-                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
-            }
-        }
-        "/clusters" => {
-            let mut body = String::new();
-            for ep in proxy.endpoints().all() {
-                let health = if ep.is_healthy() { "healthy" } else { "unhealthy" };
-                let _ = writeln!(
-                    body,
-                    "{}::{}::pod::{}::version::{}::health_flags::{health}::rq_active::{}",
-                    ep.workload,
-                    ep.addr,
-                    ep.pod,
-                    ep.version(),
-                    ep.in_flight()
-                );
-            }
-            text(StatusCode::OK, "text/plain", body)
-        }
-        "/config_dump" => {
-            let pods: serde_json::Map<String, serde_json::Value> = crate::lock(status)
-                .iter()
-                .map(|(name, s)| {
-                    (
-                        name.clone(),
-                        serde_json::json!({
-                            "pid": s.pid,
-                            "addr": s.addr.map(|a| a.to_string()),
-                            "ready": s.ready,
-                            "restarts": s.restarts,
-                            "last_exit": s.last_exit,
-                        }),
-                    )
-                })
-                .collect();
-            let body = serde_json::json!({
-                "routing": summary.lines().collect::<Vec<_>>(),
-                "pods": pods,
-            });
-            text(
-                StatusCode::OK,
-                "application/json",
-                serde_json::to_string_pretty(&body).unwrap_or_default(),
-            )
-        }
-        "/" => text(
-            StatusCode::OK,
-            "text/plain",
-            "/stats/prometheus\n/clusters\n/config_dump\n".into(),
-        ),
-        p => text(StatusCode::NOT_FOUND, "text/plain", format!("no admin page {p}\n")),
-    }
 }

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use localmesh::model::{Listener, Mesh};
-use localmesh::proxy::{self, Endpoint, Endpoints, GATEWAY_HOST, LocalCa, Proxy, Running, SidecarSource};
+use localmesh::identity::Identity;
+use localmesh::model::{Key, Listener, Mesh};
+use localmesh::proxy::{self, Endpoint, Endpoints, GATEWAY_HOST, LocalCa, Proxy, Running};
 use product::{Config, Handle};
 use proto::order::GetOrderRequest;
 use proto::order::order_service_client::OrderServiceClient;
@@ -99,11 +100,16 @@ async fn env_with_mesh(v1_a: Config, tweak: impl FnOnce(&mut Mesh)) -> Env {
         .expect("gateway");
     let sidecar = proxy
         .serve_sidecar(
-            SidecarSource {
-                namespace: "default".into(),
-                app: "frontend".into(),
-                workload: "frontend".into(),
-            },
+            Arc::new(Identity::sidecar(
+                &Key::new("default", "frontend"),
+                "frontend-test",
+                &[
+                    ("app".to_string(), "frontend".to_string()),
+                    ("version".into(), "v1".into()),
+                ]
+                .into_iter()
+                .collect(),
+            )),
             TcpListener::bind("127.0.0.1:0").await.expect("bind"),
         )
         .expect("sidecar");

@@ -116,7 +116,12 @@ where
 
         let request_id = propagation::ensure_request_id(req.headers_mut());
 
-        let span = tracing::info_span!(
+        // Health probes (the kubelet's, localmesh's) are never traced: they would bury the real
+        // traces under one-span traces, and Envoy does not trace health checks either.
+        let span = if is_health_check(&path) {
+            Span::none()
+        } else {
+            tracing::info_span!(
             "grpc.server",
             otel.name = %path.trim_start_matches('/'),
             otel.kind = "server",
@@ -126,9 +131,12 @@ where
             rpc.method = %method,
             rpc.grpc.status_code = Empty,
             request_id = %request_id,
-        );
+            )
+        };
         // Must happen before the span is entered or its context read.
-        let _ = span.set_parent(propagation::extract_http(req.headers()));
+        if !span.is_none() {
+            let _ = span.set_parent(propagation::extract_http(req.headers()));
+        }
 
         let guard = CallGuard::start(
             shared.clone(),
@@ -171,6 +179,11 @@ where
             }))
         })
     }
+}
+
+/// `grpc.health.v1.Health` calls: probes, not traffic.
+pub fn is_health_check(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
 }
 
 fn split_path(path: &str) -> (String, String) {

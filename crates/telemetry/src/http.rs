@@ -58,6 +58,11 @@ impl HttpObserver {
     }
 }
 
+/// Liveness and readiness endpoints: probes, not traffic.
+pub fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/livez")
+}
+
 /// Use as `router.layer(axum::middleware::from_fn_with_state(observer, telemetry::http::observe))`.
 pub async fn observe(State(o): State<HttpObserver>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -69,7 +74,12 @@ pub async fn observe(State(o): State<HttpObserver>, mut req: Request, next: Next
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().as_str().to_owned();
     let request_id = propagation::ensure_request_id(req.headers_mut());
-    let span = tracing::info_span!(
+    // Probes are never traced (see `grpc::is_health_check`).
+    let probe = is_probe(req.uri().path());
+    let span = if probe {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
         "http.server",
         otel.name = %format!("{method} {route}"),
         otel.kind = "server",
@@ -79,8 +89,11 @@ pub async fn observe(State(o): State<HttpObserver>, mut req: Request, next: Next
         url.path = %req.uri().path(),
         http.response.status_code = Empty,
         request_id = %request_id,
-    );
-    let _ = span.set_parent(propagation::extract_http(req.headers()));
+        )
+    };
+    if !probe {
+        let _ = span.set_parent(propagation::extract_http(req.headers()));
+    }
 
     let mut res = next.run(req).instrument(span.clone()).await;
     let h = res.headers_mut();
@@ -148,5 +161,40 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"route="unmatched",status="404""#), "{text}");
+    }
+
+    #[tokio::test]
+    async fn probes_are_answered_without_a_span() {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+        struct SpanNames(Arc<Mutex<Vec<String>>>);
+        impl<S: tracing::Subscriber> Layer<S> for SpanNames {
+            fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, _: &tracing::span::Id, _: Context<'_, S>) {
+                self.0.lock().unwrap().push(attrs.metadata().name().to_owned());
+            }
+        }
+        let names = Arc::new(Mutex::new(Vec::new()));
+        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(SpanNames(names.clone())));
+
+        let id = Identity {
+            service: "frontend".into(),
+            version: "v1".into(),
+            pod: "frontend-abc".into(),
+            node: String::new(),
+            zone: String::new(),
+            namespace: "default".into(),
+        };
+        let o = HttpObserver::new(&id, &Registry::new()).unwrap();
+        let app = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(|| async { "ok" }))
+            .route("/products/{id}", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(o, observe));
+        for path in ["/healthz", "/readyz", "/healthz", "/products/1"] {
+            let req = axum::http::Request::get(path).body(Body::empty()).unwrap();
+            assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 200);
+        }
+        assert_eq!(*names.lock().unwrap(), ["http.server"], "only /products/1 is traced");
     }
 }

@@ -86,3 +86,41 @@ async fn b3_headers_continue_the_trace_and_errors_are_recorded() {
     assert_eq!(s.parent_span_id, "a2fb4a1d1a96d312");
     assert_eq!(attr(s, "rpc.grpc.status_code"), "IntValue(5)");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_probes_make_no_spans() {
+    let mut collector = FakeCollectorServer::start().await.expect("collector");
+    let cfg = product::Config::for_test("v1", "product-v1-probe-0");
+    let settings = telemetry::Settings {
+        identity: cfg.identity.clone(),
+        service_name: "product".into(),
+        otlp_endpoint: Some(collector.endpoint()),
+    };
+    let tel = telemetry::init(&settings).expect("telemetry");
+    let h = product::spawn(cfg, tel.grpc.clone()).await.unwrap();
+    let channel = common::channel(&h).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["", "product.ProductService"] {
+        for _ in 0..10 {
+            let req = tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            };
+            health.check(req).await.expect("health check");
+        }
+    }
+    let mut c = ProductServiceClient::new(channel);
+    c.get_product(GetProductRequest {
+        product_id: "123".into(),
+    })
+    .await
+    .expect("GetProduct");
+    h.shutdown().await.unwrap();
+    tel.shutdown();
+    let spans = collector.exported_spans(21, Duration::from_secs(3)).await;
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["product.ProductService/GetProduct"],
+        "only the real call is traced"
+    );
+}

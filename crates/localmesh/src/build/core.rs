@@ -1,12 +1,16 @@
 //! Deployments (local pods) and Services (their selectors and ports).
 
+use std::time::Duration;
+
 use manifests::Object;
 use manifests::model::IntOrString;
-use manifests::model::core::EnvVar as RawEnv;
+use manifests::model::core::{EnvVar as RawEnv, Probe};
 use manifests::model::labels_contain;
 
 use super::{Ctx, key, origin};
-use crate::model::{ContainerPort, EnvValue, EnvVar, Service, ServicePort, TargetPort, Workload};
+use crate::model::{
+    ContainerPort, EnvValue, EnvVar, ProbeCheck, Readiness, Service, ServicePort, TargetPort, Workload,
+};
 
 pub(super) fn workloads(cx: &mut Ctx) -> Vec<Workload> {
     let mut out = Vec::new();
@@ -70,9 +74,58 @@ pub(super) fn workloads(cx: &mut Ctx) -> Vec<Workload> {
             binary,
             ports,
             env,
+            readiness: c
+                .readiness_probe
+                .as_ref()
+                .and_then(|p| readiness(cx, o, &format!("{cfield}.readinessProbe"), p)),
         });
     }
     out
+}
+
+/// A readiness probe the kubelet would run against the main port: gRPC health or an HTTP GET
+/// (TCP and exec probes are not emulated; the pod then gets localmesh's own check).
+fn readiness(cx: &mut Ctx, o: &Object, field: &str, p: &Probe) -> Option<Readiness> {
+    let check = if let Some(g) = &p.grpc {
+        ProbeCheck::Grpc(g.service.clone().unwrap_or_default())
+    } else if let Some(h) = &p.http_get {
+        ProbeCheck::Http(h.path.clone().unwrap_or_else(|| "/".into()))
+    } else {
+        cx.note(
+            o,
+            field,
+            "only grpc and httpGet readiness probes are run locally; this pod is checked with gRPC health or /healthz",
+        );
+        return None;
+    };
+    let mut secs = |name: &str, v: Option<i64>, default: u64, min: u64| -> Option<u64> {
+        match v {
+            None => Some(default),
+            Some(n) if u64::try_from(n).is_ok_and(|n| n >= min) => u64::try_from(n).ok(),
+            Some(n) => {
+                cx.err(
+                    o,
+                    format!("{field}.{name}"),
+                    format!("{n} is below the minimum of {min}"),
+                );
+                None
+            }
+        }
+    };
+    // The kubelet's defaults (core/v1 Probe).
+    let initial = secs("initialDelaySeconds", p.initial_delay_seconds, 0, 0)?;
+    let period = secs("periodSeconds", p.period_seconds, 10, 1)?;
+    let timeout = secs("timeoutSeconds", p.timeout_seconds, 1, 1)?;
+    let failure = secs("failureThreshold", p.failure_threshold, 3, 1)?;
+    let success = secs("successThreshold", p.success_threshold, 1, 1)?;
+    Some(Readiness {
+        check,
+        initial_delay: Duration::from_secs(initial),
+        period: Duration::from_secs(period),
+        timeout: Duration::from_secs(timeout),
+        failure_threshold: u32::try_from(failure).unwrap_or(u32::MAX),
+        success_threshold: u32::try_from(success).unwrap_or(u32::MAX),
+    })
 }
 
 /// `mesh-shop/product:0.1.0` → `product`: the suite's images are named after their binaries.

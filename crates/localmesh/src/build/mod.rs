@@ -5,6 +5,7 @@ mod core;
 mod gateway;
 mod matches;
 mod policy;
+mod telemetry;
 mod virtual_service;
 
 use std::path::PathBuf;
@@ -35,6 +36,7 @@ pub fn build(m: &Manifests, options: &Options) -> Result<Mesh, MeshError> {
     mesh.destination_rules = policy::destination_rules(&mut cx, &mesh.services);
     mesh.virtual_services = virtual_service::virtual_services(&mut cx, &mesh);
     mesh.listeners = gateway::listeners(&mut cx, &mesh, options);
+    mesh.tracing = telemetry::tracing(&mut cx);
     if !cx.errors.is_empty() {
         return Err(MeshError::Invalid(cx.errors));
     }

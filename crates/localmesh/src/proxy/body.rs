@@ -4,6 +4,8 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
@@ -47,11 +49,12 @@ impl Body for Replay {
 }
 
 /// A streaming request body: the frames read while deciding whether it could be buffered, then
-/// the rest as it arrives.
+/// the rest as it arrives, counted (for the spans' `request_size`) when a counter is attached.
 #[derive(Debug)]
 pub(crate) struct Prefixed {
     pub(crate) prefix: VecDeque<Frame<Bytes>>,
     pub(crate) rest: Incoming,
+    pub(crate) counter: Option<Arc<AtomicU64>>,
 }
 
 impl Body for Prefixed {
@@ -59,10 +62,16 @@ impl Body for Prefixed {
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(f) = self.prefix.pop_front() {
-            return Poll::Ready(Some(Ok(f)));
+        let frame = match self.prefix.pop_front() {
+            Some(f) => Poll::Ready(Some(Ok(f))),
+            None => Pin::new(&mut self.rest).poll_frame(cx).map_err(Into::into),
+        };
+        if let (Some(c), Poll::Ready(Some(Ok(f)))) = (&self.counter, &frame)
+            && let Some(d) = f.data_ref()
+        {
+            c.fetch_add(d.len() as u64, Ordering::Relaxed);
         }
-        Pin::new(&mut self.rest).poll_frame(cx).map_err(Into::into)
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -89,9 +98,9 @@ impl Observed {
         }
     }
 
-    fn finish(&mut self, trailer_status: Option<String>, flag: Option<&str>) {
+    fn finish(&mut self, trailers: Option<&http::HeaderMap>, flag: Option<&str>) {
         if let Some(r) = self.record.take() {
-            r.done(trailer_status, flag);
+            r.done(trailers, flag);
         }
     }
 }
@@ -114,9 +123,11 @@ impl Body for Observed {
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(d), Some(r)) = (frame.data_ref(), this.record.as_mut()) {
+                    r.response_bytes += d.len() as u64;
+                }
                 if let Some(t) = frame.trailers_ref() {
-                    let status = t.get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_string);
-                    this.finish(status, None);
+                    this.finish(Some(t), None);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use crate::identity::Identity;
 use crate::model::{Key, Workload};
 
 /// One local pod's serving address.
@@ -18,6 +19,8 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// The pod template's labels (`app`, `version`, ...): what Services and subsets select.
     pub labels: BTreeMap<String, String>,
+    /// The pod's sidecar: the destination in metrics, the inbound spans' process.
+    pub identity: Arc<Identity>,
     healthy: AtomicBool,
     in_flight: AtomicU32,
 }
@@ -85,10 +88,12 @@ impl Endpoints {
         addr: SocketAddr,
         labels: BTreeMap<String, String>,
     ) -> Arc<Endpoint> {
+        let pod = pod.into();
         let ep = Arc::new(Endpoint {
             id: self.next.fetch_add(1, Ordering::Relaxed),
+            identity: Arc::new(Identity::sidecar(&workload, &pod, &labels)),
             workload,
-            pod: pod.into(),
+            pod,
             addr,
             labels,
             healthy: AtomicBool::new(true),

@@ -1,16 +1,35 @@
-//! What Envoy exports, with Istio's metric and label names, so the same PromQL works locally.
+//! What Envoy exports, with Istio's metric and label names, so the same PromQL (and Kiali's and
+//! Grafana's queries) works locally: `reporter="source"` from the proxy a request entered (the
+//! gateway or the caller's sidecar), `reporter="destination"` from the destination pod's sidecar,
+//! once per attempt that reached it.
+
+use std::sync::Arc;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-/// Istio's standard labels, in the order [`Labels::values`] returns them.
+use crate::identity::Identity;
+use crate::model::Key;
+
+/// Istio's standard labels (`istio_requests_total`, `istio_request_duration_milliseconds`), in the
+/// order [`Labels::values`] returns them.
 pub const LABELS: &[&str] = &[
     "reporter",
-    "source_app",
     "source_workload",
-    "destination_app",
-    "destination_version",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_cluster",
+    "source_canonical_service",
+    "source_canonical_revision",
     "destination_workload",
     "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_cluster",
+    "destination_canonical_service",
+    "destination_canonical_revision",
     "destination_service",
     "destination_service_name",
     "destination_service_namespace",
@@ -18,6 +37,7 @@ pub const LABELS: &[&str] = &[
     "response_code",
     "grpc_response_status",
     "response_flags",
+    "connection_security_policy",
 ];
 
 /// Istio's default buckets for `istio_request_duration_milliseconds`.
@@ -26,45 +46,89 @@ const BUCKETS: &[f64] = &[
     600000.0, 1800000.0, 3600000.0,
 ];
 
-/// One request's labels.
+/// The cluster id Istio reports without multi-cluster configuration.
+const CLUSTER: &str = "Kubernetes";
+const UNKNOWN: &str = "unknown";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reporter {
+    Source,
+    Destination,
+}
+
+/// A Service a request was routed to, with its FQDN computed once.
+#[derive(Debug, Clone)]
+pub struct ServiceName {
+    pub key: Key,
+    pub fqdn: String,
+}
+
+impl From<&Key> for ServiceName {
+    fn from(k: &Key) -> Self {
+        ServiceName {
+            key: k.clone(),
+            fqdn: k.fqdn(),
+        }
+    }
+}
+
+/// One request's (or attempt's) labels.
 #[derive(Debug, Clone)]
 pub struct Labels {
-    pub reporter: &'static str,
-    pub source_app: String,
-    pub source_workload: String,
-    pub destination_app: String,
-    pub destination_version: String,
-    pub destination_workload: String,
-    pub destination_workload_namespace: String,
-    /// The Service's FQDN.
-    pub destination_service: String,
-    pub destination_service_name: String,
-    pub destination_service_namespace: String,
-    /// `grpc` or `http`.
-    pub request_protocol: &'static str,
+    pub reporter: Reporter,
+    pub source: Arc<Identity>,
+    /// The pod that answered; `None` for local replies before any.
+    pub destination: Option<Arc<Identity>>,
+    pub service: Option<Arc<ServiceName>>,
+    pub grpc: bool,
     pub response_code: u16,
-    /// `-` when the response carries no gRPC status.
-    pub grpc_response_status: String,
+    /// The gRPC status; `-` in the metric when the response carries none.
+    pub grpc_response_status: Option<String>,
     pub response_flags: String,
 }
 
 impl Labels {
-    fn values(&self) -> [String; 14] {
+    fn values<'a>(&'a self, code: &'a str) -> [&'a str; 25] {
+        let s = &self.source;
+        let d = self.destination.as_deref();
+        let dst = |f: fn(&Identity) -> &str| d.map_or(UNKNOWN, f);
+        let svc = self.service.as_deref();
+        let (reporter, security) = match self.reporter {
+            Reporter::Source => ("source", UNKNOWN),
+            // No mTLS between local hops (PeerAuthentication is not emulated).
+            Reporter::Destination => ("destination", "none"),
+        };
         [
-            self.reporter.to_string(),
-            self.source_app.clone(),
-            self.source_workload.clone(),
-            self.destination_app.clone(),
-            self.destination_version.clone(),
-            self.destination_workload.clone(),
-            self.destination_workload_namespace.clone(),
-            self.destination_service.clone(),
-            self.destination_service_name.clone(),
-            self.destination_service_namespace.clone(),
-            self.request_protocol.to_string(),
-            self.response_code.to_string(),
-            self.grpc_response_status.clone(),
-            self.response_flags.clone(),
+            reporter,
+            &s.workload,
+            &s.namespace,
+            UNKNOWN,
+            &s.app,
+            &s.version,
+            CLUSTER,
+            &s.canonical_service,
+            &s.canonical_revision,
+            dst(|i| &i.workload),
+            dst(|i| &i.namespace),
+            UNKNOWN,
+            dst(|i| &i.app),
+            dst(|i| &i.version),
+            if d.is_some() { CLUSTER } else { UNKNOWN },
+            dst(|i| &i.canonical_service),
+            dst(|i| &i.canonical_revision),
+            svc.map_or(UNKNOWN, |x| &x.fqdn),
+            svc.map_or(UNKNOWN, |x| &x.key.name),
+            svc.map_or(UNKNOWN, |x| &x.key.namespace),
+            if self.grpc { "grpc" } else { "http" },
+            code,
+            // A gRPC stream cut short has no status: Envoy reports it as UNKNOWN (2).
+            match (&self.grpc_response_status, self.grpc) {
+                (Some(g), _) => g,
+                (None, true) => "2",
+                (None, false) => "-",
+            },
+            &self.response_flags,
+            security,
         ]
     }
 }
@@ -96,9 +160,9 @@ impl ProxyMetrics {
     }
 
     pub fn record(&self, labels: &Labels, duration_ms: f64) {
-        let values = labels.values();
-        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        self.requests.with_label_values(&refs).inc();
-        self.duration.with_label_values(&refs).observe(duration_ms);
+        let code = labels.response_code.to_string();
+        let values = labels.values(&code);
+        self.requests.with_label_values(&values).inc();
+        self.duration.with_label_values(&values).observe(duration_ms);
     }
 }

@@ -1,7 +1,8 @@
 //! The data plane: the gateway listener (TLS, SNI, HTTP/1.1 and HTTP/2) and the sidecar listener
 //! (h2c and HTTP/1.1), both routing with [`crate::select`] and forwarding through one machinery:
 //! weighted backends, DestinationRule load balancing over the live [`Endpoints`], outlier
-//! ejection, route timeouts, retries, fault injection, Istio's metrics and a JSON access log.
+//! ejection, route timeouts, retries, fault injection, and per request Istio's metrics, a JSON
+//! access log, the spans Istio's proxies make ([`spans`]) and a tap event ([`record`]).
 //!
 //! Built from hyper 1 / hyper-util (server: auto HTTP/1.1 + HTTP/2; client: the pooled legacy
 //! client, HTTP/2 prior knowledge to gRPC backends) and tokio-rustls. Response bodies stream
@@ -12,13 +13,16 @@ mod body;
 mod breaker;
 pub mod endpoints;
 pub mod metrics;
+mod names;
 mod plaintext;
+mod record;
+mod spans;
 pub mod tls;
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,25 +43,29 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use crate::identity::Identity;
 use crate::model::{
-    AbortStatus, Backend, Fault, Key, Listener, Mesh, Redirect, RetryOn, RetryPolicy, RouteAction, TrafficPolicy,
+    AbortStatus, Backend, Fault, Listener, Mesh, Redirect, RetryOn, RetryPolicy, RouteAction, TrafficPolicy,
 };
-use crate::outlier::{Outcome, Outlier};
+use crate::outlier::{Outcome as OutlierOutcome, Outlier};
 use crate::select;
+use crate::tap::Tap;
+use crate::trace::{self, Tracer, otlp::Sink, store::Store};
 
+pub use crate::identity::GATEWAY_WORKLOAD;
 use body::{Observed, Prefixed, Replay};
 use endpoints::InFlight;
 pub use endpoints::{Endpoint, Endpoints};
 pub use metrics::{Labels, ProxyMetrics};
+use metrics::{Reporter, ServiceName};
+use record::{Ctx, FinalAttempt, Record, Recorder};
+use spans::{Attempt, Inbound, Outcome, RequestInfo, RequestTrace};
 pub use tls::{GATEWAY_HOST, LocalCa, TlsError, ensure_local_ca, load_certified_key, load_pem, server_config};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every request and response the proxy hands to hyper.
 pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
-/// `source_app` / `source_workload` of requests entering through the gateway: the Deployment Istio
-/// creates for `public-api-gateway`.
-pub const GATEWAY_WORKLOAD: &str = "public-api-gateway-istio";
 /// The largest request body buffered for retries (Envoy's per-request buffer limit is similar).
 const RETRY_BUFFER_LIMIT: usize = 1 << 20;
 /// How long a request body may take to end before the request counts as a stream (and is sent on
@@ -66,23 +74,14 @@ const BUFFER_WINDOW: Duration = Duration::from_millis(50);
 /// Envoy's default cluster connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The caller a sidecar listener stands for (east-west traffic from one workload).
-#[derive(Debug, Clone)]
-pub struct SidecarSource {
-    /// The caller's namespace: short hosts (`product-service`) resolve against it.
-    pub namespace: String,
-    /// The caller's `app` label (`source_app`).
-    pub app: String,
-    /// The caller's Deployment (`source_workload`).
-    pub workload: String,
-}
-
 #[derive(Debug, Clone)]
 enum Hop {
-    Gateway(Arc<Listener>),
-    /// A sidecar listener; with a host, every request is routed as if its `:authority` were that
-    /// host (a per-upstream listener, for callers that dial `127.0.0.1:<port>`).
-    Sidecar(Arc<SidecarSource>, Option<Arc<str>>),
+    /// A gateway listener, and the gateway's own identity.
+    Gateway(Arc<Listener>, Arc<Identity>),
+    /// The sidecar of one pod (the caller); with a host, every request is routed as if its
+    /// `:authority` were that host (a per-upstream listener, for callers that dial
+    /// `127.0.0.1:<port>`).
+    Sidecar(Arc<Identity>, Option<Arc<str>>),
 }
 
 /// A running listener; dropping it (or [`Running::stop`]) stops accepting and closes its connections.
@@ -108,13 +107,32 @@ struct ClusterOutlier {
     outlier: Outlier,
 }
 
+/// Where the proxy's spans go and how many may wait.
+#[derive(Debug, Clone)]
+pub struct SpanOptions {
+    pub sink: Sink,
+    /// See [`trace::DEFAULT_QUEUE`].
+    pub queue: usize,
+}
+
+impl Default for SpanOptions {
+    /// A fresh in-memory store ([`Proxy::store`]).
+    fn default() -> Self {
+        SpanOptions {
+            sink: Sink::Store(Arc::new(Store::new(trace::store::Limits::default()))),
+            queue: trace::DEFAULT_QUEUE,
+        }
+    }
+}
+
 /// The shared state of every listener: the routing model, the endpoints, the upstream connection
-/// pools, outlier state and metrics.
+/// pools, outlier state, and where finished requests are recorded.
 pub struct Proxy {
     mesh: Arc<Mesh>,
     endpoints: Arc<Endpoints>,
     registry: Registry,
-    metrics: ProxyMetrics,
+    recorder: Arc<Recorder>,
+    store: Option<Arc<Store>>,
     h1: Client<HttpConnector, ProxyBody>,
     h2: Client<HttpConnector, ProxyBody>,
     /// Clients for clusters with their own `connectionPool.tcp.connectTimeout`, by (h2, timeout).
@@ -132,16 +150,44 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
+/// What the matched route asks for.
+#[derive(Debug)]
+struct Plan {
+    backends: Vec<Backend>,
+    timeout: Option<Duration>,
+    retry: RetryPolicy,
+    fault: Option<Fault>,
+    /// The port the caller dialled (routes and cluster names resolve Service ports against it).
+    port: u16,
+}
+
 impl Proxy {
-    /// A proxy over `mesh`, with its metrics in a fresh registry ([`Proxy::registry`]).
+    /// A proxy over `mesh` whose spans go to a fresh in-memory store ([`Proxy::store`]), with its
+    /// metrics in a fresh registry ([`Proxy::registry`]). Call it inside a Tokio runtime.
     pub fn new(mesh: Mesh, endpoints: Arc<Endpoints>) -> prometheus::Result<Arc<Self>> {
+        Self::with_spans(mesh, endpoints, SpanOptions::default())
+    }
+
+    /// [`Proxy::new`] with the spans sent where `spans` says.
+    pub fn with_spans(mesh: Mesh, endpoints: Arc<Endpoints>, spans: SpanOptions) -> prometheus::Result<Arc<Self>> {
         let registry = Registry::new();
         let metrics = ProxyMetrics::new(&registry)?;
+        let (tracer, rx) = Tracer::new(&registry, spans.queue)?;
+        let store = match &spans.sink {
+            Sink::Store(s) => Some(s.clone()),
+            Sink::Otlp(_) => None,
+        };
+        tokio::spawn(trace::otlp::run_sink(rx, spans.sink));
         Ok(Arc::new(Proxy {
             mesh: Arc::new(mesh),
             endpoints,
             registry,
-            metrics,
+            recorder: Arc::new(Recorder {
+                metrics,
+                tracer,
+                tap: Tap::default(),
+            }),
+            store,
             h1: upstream_client(false, CONNECT_TIMEOUT),
             h2: upstream_client(true, CONNECT_TIMEOUT),
             timed_clients: Mutex::new(HashMap::new()),
@@ -151,7 +197,7 @@ impl Proxy {
         }))
     }
 
-    /// `istio_requests_total` and `istio_request_duration_milliseconds`.
+    /// `istio_requests_total`, `istio_request_duration_milliseconds`, `localmesh_spans_dropped_total`.
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
@@ -162,6 +208,16 @@ impl Proxy {
 
     pub fn mesh(&self) -> &Mesh {
         &self.mesh
+    }
+
+    /// The in-memory trace store, when spans are kept here (not exported).
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
+    /// Finished requests, for `localmesh tap` and `top`.
+    pub fn tap(&self) -> &Tap {
+        &self.recorder.tap
     }
 
     /// Serves a gateway listener on `tcp` (routes still match on the listener's model port): with
@@ -176,23 +232,27 @@ impl Proxy {
         let addr = tcp.local_addr()?;
         let acceptor = tls.map(TlsAcceptor::from);
         let refusal: Arc<str> = plaintext::reason(listener.hostname.as_deref().unwrap_or("*"), addr.port()).into();
-        let hop = Hop::Gateway(Arc::new(listener));
+        let identity = Arc::new(Identity::gateway(
+            &listener.gateway,
+            &crate::identity::replica_name(&format!("{}-istio", listener.gateway.name), &listener.gateway.name),
+        ));
+        let hop = Hop::Gateway(Arc::new(listener), identity);
         let proxy = self.clone();
-        let task = tokio::spawn(accept_loop(tcp, move |stream| {
+        let task = tokio::spawn(accept_loop(tcp, move |stream, peer| {
             let acceptor = acceptor.clone();
             let proxy = proxy.clone();
             let hop = hop.clone();
             let refusal = refusal.clone();
             async move {
                 let Some(acceptor) = acceptor else {
-                    return proxy.serve_connection(hop, stream).await;
+                    return proxy.serve_connection(hop, stream, peer).await;
                 };
                 if plaintext::starts_in_plaintext(&stream).await {
                     tracing::debug!("plaintext on the TLS gateway; answered with the reason");
                     return plaintext::refuse(stream, refusal).await;
                 }
                 match acceptor.accept(stream).await {
-                    Ok(tls) => proxy.serve_connection(hop, tls).await,
+                    Ok(tls) => proxy.serve_connection(hop, tls, peer).await,
                     Err(e) => tracing::debug!(error = %e, "gateway TLS handshake failed"),
                 }
             }
@@ -200,9 +260,9 @@ impl Proxy {
         Ok(Running { addr, task })
     }
 
-    /// Serves a plaintext (h2c and HTTP/1.1) sidecar listener for calls from `source`.
-    pub fn serve_sidecar(self: &Arc<Self>, source: SidecarSource, tcp: TcpListener) -> io::Result<Running> {
-        self.serve_sidecar_hop(Hop::Sidecar(Arc::new(source), None), tcp)
+    /// Serves a plaintext (h2c and HTTP/1.1) sidecar listener for calls from the pod `source`.
+    pub fn serve_sidecar(self: &Arc<Self>, source: Arc<Identity>, tcp: TcpListener) -> io::Result<Running> {
+        self.serve_sidecar_hop(Hop::Sidecar(source, None), tcp)
     }
 
     /// A sidecar listener for one upstream: every request on it is routed as if its `:authority`
@@ -211,30 +271,30 @@ impl Proxy {
     /// `http://127.0.0.1:<port>` while routing stays by Service host.
     pub fn serve_sidecar_for_host(
         self: &Arc<Self>,
-        source: SidecarSource,
+        source: Arc<Identity>,
         host: &str,
         tcp: TcpListener,
     ) -> io::Result<Running> {
-        self.serve_sidecar_hop(Hop::Sidecar(Arc::new(source), Some(Arc::from(host))), tcp)
+        self.serve_sidecar_hop(Hop::Sidecar(source, Some(Arc::from(host))), tcp)
     }
 
     fn serve_sidecar_hop(self: &Arc<Self>, hop: Hop, tcp: TcpListener) -> io::Result<Running> {
         let addr = tcp.local_addr()?;
         let proxy = self.clone();
-        let task = tokio::spawn(accept_loop(tcp, move |stream| {
-            proxy.clone().serve_connection(hop.clone(), stream)
+        let task = tokio::spawn(accept_loop(tcp, move |stream, peer| {
+            proxy.clone().serve_connection(hop.clone(), stream, peer)
         }));
         Ok(Running { addr, task })
     }
 
-    async fn serve_connection<I>(self: Arc<Self>, hop: Hop, io: I)
+    async fn serve_connection<I>(self: Arc<Self>, hop: Hop, io: I, peer: SocketAddr)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let svc = hyper::service::service_fn(move |req| {
             let proxy = self.clone();
             let hop = hop.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(hop, req).await) }
+            async move { Ok::<_, Infallible>(proxy.handle(hop, peer.ip(), req).await) }
         });
         if let Err(e) = auto::Builder::new(TokioExecutor::new())
             .serve_connection(TokioIo::new(io), svc)
@@ -244,7 +304,7 @@ impl Proxy {
         }
     }
 
-    async fn handle(self: Arc<Self>, hop: Hop, req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn handle(self: Arc<Self>, hop: Hop, peer: IpAddr, req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
         let mesh = self.mesh.clone();
         let (parts, body) = req.into_parts();
@@ -265,50 +325,112 @@ impl Proxy {
             }
         }
         let grpc = header_str(&parts.headers, "content-type").is_some_and(|c| c.starts_with("application/grpc"));
-        let (hop_name, source_app, source_workload) = match &hop {
-            Hop::Gateway(_) => ("gateway", GATEWAY_WORKLOAD.to_string(), GATEWAY_WORKLOAD.to_string()),
-            Hop::Sidecar(s, _) => ("sidecar", s.app.clone(), s.workload.clone()),
+        let (hop_name, source) = match &hop {
+            Hop::Gateway(_, id) => ("gateway", id.clone()),
+            Hop::Sidecar(id, _) => ("sidecar", id.clone()),
         };
-        let ctx = Ctx {
+        // Envoy makes an x-request-id where a request arrives without one, once for all attempts.
+        let request_id = telemetry::propagation::request_id(&parts.headers)
+            .map_or_else(telemetry::propagation::new_request_id, str::to_string);
+        let tracing = mesh.proxy_tracing(&source.namespace, &source.labels);
+        let tapping = self.recorder.tap.active();
+        let mut ctx = Ctx {
             start,
             hop: hop_name,
-            source_app,
-            source_workload,
+            trace: RequestTrace::start(
+                &parts.headers,
+                &source,
+                tracing,
+                telemetry::grpc::is_health_check(&sreq.path) || telemetry::http::is_probe(&sreq.path),
+            ),
+            source,
             authority: authority.clone(),
             path: sreq.path.clone(),
             method: parts.method.to_string(),
             grpc,
+            request_id,
+            route: String::new(),
+            tap_headers: tapping.then(|| parts.headers.clone()),
+        };
+        let scheme = match &hop {
+            Hop::Gateway(l, _) if l.tls.is_some() => "https",
+            _ => "http",
+        };
+        let peer_text = if ctx.trace.recording() {
+            peer.to_string()
+        } else {
+            String::new()
+        };
+        let info = RequestInfo {
+            headers: &parts.headers,
+            method: parts.method.as_str(),
+            scheme,
+            authority: &authority,
+            path: &path_q,
+            protocol: match parts.version {
+                Version::HTTP_2 => "HTTP/2",
+                Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            peer: &peer_text,
+            request_id: &ctx.request_id,
+            grpc,
         };
 
         let plan = match &hop {
-            Hop::Gateway(l) => {
+            Hop::Gateway(l, _) => {
                 sreq.port = Some(l.port);
                 match select::gateway(&mesh, l.port, &authority, &sreq) {
-                    Err(_) => return self.no_route(&ctx),
-                    Ok((_, route)) => match &route.action {
-                        RouteAction::Redirect(r) => return self.redirect(&ctx, r, &path_q, l.protocol),
-                        RouteAction::Forward(b) => Plan {
-                            backends: b.clone(),
-                            timeout: route.timeout,
-                            retry: route.retry.clone(),
-                            fault: None,
-                        },
-                    },
+                    Err(_) => {
+                        ctx.trace.describe(&info, || format!("egress {authority}"));
+                        return self.no_route(ctx);
+                    }
+                    Ok((_, route)) => {
+                        ctx.trace.describe(&info, || names::gateway_operation(&mesh, l, route));
+                        if tapping {
+                            ctx.route = format!("{} {}", route.origin.object, route.field);
+                        }
+                        match &route.action {
+                            RouteAction::Redirect(r) => return self.redirect(ctx, r, &path_q, l.protocol),
+                            RouteAction::Forward(b) => Plan {
+                                backends: b.clone(),
+                                timeout: route.timeout,
+                                retry: route.retry.clone(),
+                                fault: None,
+                                port: l.port,
+                            },
+                        }
+                    }
                 }
             }
             Hop::Sidecar(s, _) => {
-                sreq.port = authority
+                let port = authority
                     .rsplit_once(':')
                     .and_then(|(_, p)| p.parse().ok())
-                    .or(Some(80));
+                    .unwrap_or(80);
+                sreq.port = Some(port);
                 match select::sidecar(&mesh, &s.namespace, &authority, &sreq) {
-                    None => return self.no_route(&ctx),
-                    Some(sc) => Plan {
-                        backends: sc.backends().to_vec(),
-                        timeout: sc.timeout(),
-                        retry: sc.retry().clone(),
-                        fault: sc.fault().cloned(),
-                    },
+                    None => {
+                        ctx.trace.describe(&info, || format!("egress {authority}"));
+                        return self.no_route(ctx);
+                    }
+                    Some(sc) => {
+                        ctx.trace
+                            .describe(&info, || names::sidecar_operation(&mesh, &sc, &sreq, port));
+                        if tapping {
+                            ctx.route = match &sc {
+                                select::Sidecar::Route { vs, route } => format!("{} {}", vs.origin.object, route.field),
+                                select::Sidecar::Direct { service, .. } => format!("Service {}", service.key),
+                            };
+                        }
+                        Plan {
+                            backends: sc.backends().to_vec(),
+                            timeout: sc.timeout(),
+                            retry: sc.retry().clone(),
+                            fault: sc.fault().cloned(),
+                            port,
+                        }
+                    }
                 }
             }
         };
@@ -323,13 +445,14 @@ impl Proxy {
                     AbortStatus::Http(s) => (*s, http_to_grpc(*s)),
                     AbortStatus::Grpc(name) => (500, grpc_code(name)),
                 };
-                return self.local(&ctx, None, http, code, "fault filter abort".into(), "FI");
+                return self.local(ctx, None, None, http, code, "fault filter abort".into(), "FI");
             }
         }
 
         let Some(backend) = select::pick(&plan.backends, rand64() as u32).cloned() else {
             return self.local(
-                &ctx,
+                ctx,
+                None,
                 None,
                 500,
                 14,
@@ -344,7 +467,7 @@ impl Proxy {
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
-        ctx: Ctx,
+        mut ctx: Ctx,
         mesh: &Mesh,
         parts: &http::request::Parts,
         body: Incoming,
@@ -355,11 +478,13 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let Some(service) = mesh.service(&backend.service) else {
             let msg = format!("backend {backend} is not a known Service");
-            return self.local(&ctx, None, 500, 14, msg, "NR");
+            return self.local(ctx, None, None, 500, 14, msg, "NR");
         };
-        let http2 = backend
-            .port
-            .and_then(|p| service.ports.iter().find(|sp| sp.port == p))
+        let svc_port = names::service_port(service, &backend, plan.port);
+        let http2 = service
+            .ports
+            .iter()
+            .find(|sp| sp.port == svc_port)
             .or(service.ports.first())
             .is_some_and(|p| p.is_http2());
         let policy = select::traffic_policy(mesh, &backend).clone();
@@ -368,16 +493,38 @@ impl Proxy {
             .iter()
             .flat_map(|w| self.endpoints.of(&w.key))
             .collect();
-        let fqdn = service.key.fqdn();
+        let name = Arc::new(ServiceName::from(&service.key));
+        let fqdn = name.fqdn.clone();
+        ctx.trace
+            .set_upstream_cluster(|| names::outbound_cluster(service, &backend, plan.port));
+        // The inbound span's name and cluster are the same for every attempt.
+        let inbound = ctx.trace.recording().then(|| {
+            (
+                names::trace_operation(&fqdn, svc_port),
+                names::inbound_cluster(mesh, service, svc_port),
+            )
+        });
+        let inbound_for = |ep: &Endpoint| {
+            inbound.as_ref().map(|(operation, cluster)| Inbound {
+                identity: ep.identity.clone(),
+                tracing: mesh.proxy_tracing(&ep.identity.namespace, &ep.labels),
+                operation: operation.clone(),
+                cluster: cluster.clone(),
+            })
+        };
 
         let deadline = plan.timeout.map(|t| ctx.start + t);
+        let counter = ctx.trace.recording().then(|| Arc::new(AtomicU64::new(0)));
         let (buffered, mut streaming) = if plan.retry.is_enabled() {
             match read_body(body).await {
                 Ok(Ok(frames)) => (Some(frames), None),
-                Ok(Err(prefixed)) => (None, Some(prefixed)),
+                Ok(Err(mut prefixed)) => {
+                    prefixed.counter = counter.clone();
+                    (None, Some(prefixed))
+                }
                 Err(e) => {
                     let msg = format!("reading the request body: {e}");
-                    return self.local(&ctx, Some(&service.key), 400, 13, msg, "DC");
+                    return self.local(ctx, Some(name), None, 400, 13, msg, "DC");
                 }
             }
         } else {
@@ -386,8 +533,14 @@ impl Proxy {
                 Some(Prefixed {
                     prefix: VecDeque::new(),
                     rest: body,
+                    counter: counter.clone(),
                 }),
             )
+        };
+        let request_bytes = |counter: &Option<Arc<AtomicU64>>| match (&buffered, counter) {
+            (Some(frames), _) => frames.iter().filter_map(|f| f.data_ref()).map(|d| d.len() as u64).sum(),
+            (None, Some(c)) => c.load(Ordering::Relaxed),
+            (None, None) => 0,
         };
 
         let breaker = self.breakers.get(&cluster, &policy.pool);
@@ -398,11 +551,11 @@ impl Proxy {
         let admitted = match admitted {
             None => {
                 let msg = format!("upstream request timeout ({fqdn}) waiting for a connection");
-                return self.local(&ctx, Some(&service.key), 504, 14, msg, "UT");
+                return self.local(ctx, Some(name), None, 504, 14, msg, "UT");
             }
             Some(Err(over)) => {
                 let msg = format!("upstream overflow ({fqdn}): {over}");
-                return self.local(&ctx, Some(&service.key), 503, 14, msg, "UO");
+                return self.local(ctx, Some(name), None, 503, 14, msg, "UO");
             }
             Some(Ok(a)) => a,
         };
@@ -416,17 +569,18 @@ impl Proxy {
             let tried = &retries.tried;
             let Some(ep) = self.choose(&cluster, &policy, &eps, sreq, tried) else {
                 let msg = format!("no healthy upstream for {fqdn}");
-                return self.local(&ctx, Some(&service.key), 503, 14, msg, "UH");
+                return self.local(ctx, Some(name), None, 503, 14, msg, "UH");
             };
             let attempt_body = match (&buffered, streaming.take()) {
                 (Some(frames), _) => Replay::new(frames).boxed_unsync(),
                 (None, Some(s)) => s.boxed_unsync(),
                 (None, None) => {
                     let msg = format!("upstream of {fqdn} failed and the request body is gone");
-                    return self.local(&ctx, Some(&service.key), 503, 14, msg, "UF");
+                    return self.local(ctx, Some(name), None, 503, 14, msg, "UF");
                 }
             };
-            let upstream = upstream_request(parts, &ctx, &ep, http2, path_q, attempt_body, tried.len());
+            let attempt = ctx.trace.attempt();
+            let upstream = upstream_request(parts, &ctx, &attempt, &ep, http2, path_q, attempt_body, tried.len());
             let in_flight = ep.begin();
             let client = self.client(http2, policy.pool.connect_timeout);
             let now = Instant::now();
@@ -445,21 +599,40 @@ impl Proxy {
                     let grpc_status: Option<i32> =
                         header_str(resp.headers(), "grpc-status").and_then(|s| s.parse().ok());
                     let outcome = match grpc_status {
-                        Some(c) if ctx.grpc => Outcome::Grpc(c),
-                        _ => Outcome::Http(status),
+                        Some(c) if ctx.grpc => OutlierOutcome::Grpc(c),
+                        _ => OutlierOutcome::Http(status),
                     };
                     self.record_outlier(&cluster, &policy, &eps, &ep, outcome);
                     let retriable = retriable_response(&plan.retry, ctx.grpc, status, grpc_status);
                     if retriable && retries.take(&breaker, ep.id) {
                         tracing::debug!(pod = %ep.pod, status, ?grpc_status, "retrying");
+                        let code = grpc_status.map(|c| c.to_string());
+                        let bytes = request_bytes(&counter);
+                        self.retried_attempt(&ctx, &name, &ep, attempt, inbound_for(&ep), status, code, "-", bytes);
                         continue;
                     }
                     let flags = if retriable && buffered.is_some() { "URX" } else { "-" };
                     drop(retries);
-                    return self.respond(&ctx, &service.key, &ep, (in_flight, admitted), resp, flags, deadline);
+                    let fa = FinalAttempt {
+                        attempt,
+                        inbound: inbound_for(&ep),
+                    };
+                    let bytes = request_bytes(&counter);
+                    return self.respond(
+                        ctx,
+                        name,
+                        &ep,
+                        (in_flight, admitted),
+                        resp,
+                        flags,
+                        deadline,
+                        fa,
+                        bytes,
+                        counter,
+                    );
                 }
                 Some(Err(e)) => {
-                    self.record_outlier(&cluster, &policy, &eps, &ep, Outcome::ConnectFailure);
+                    self.record_outlier(&cluster, &policy, &eps, &ep, OutlierOutcome::ConnectFailure);
                     let connect = e.is_connect();
                     let refused = !connect && is_refused(&e);
                     let reset = !connect && !refused;
@@ -471,8 +644,15 @@ impl Proxy {
                         // reset with a 503 (gRPC: UNAVAILABLE, HTTP 200), which the caller's
                         // `unavailable` / `retriable-status-codes` tokens retry.
                         || (reset && sidecar_reply_is_retriable(&plan.retry, ctx.grpc));
+                    // A connect failure never reached the pod's sidecar: no inbound span or report.
+                    let reached = (!connect).then(|| inbound_for(&ep)).flatten();
                     if retriable && retries.take(&breaker, ep.id) {
                         tracing::debug!(pod = %ep.pod, error = %e, "retrying after an upstream error");
+                        if !connect {
+                            let code = ctx.grpc.then(|| "14".to_string());
+                            let bytes = request_bytes(&counter);
+                            self.retried_attempt(&ctx, &name, &ep, attempt, reached, 503, code, "UC", bytes);
+                        }
                         continue;
                     }
                     let mut flags = if connect { "UF" } else { "UR" }.to_string();
@@ -480,17 +660,68 @@ impl Proxy {
                         flags.push_str(",URX");
                     }
                     let msg = format!("upstream connect error to {} ({fqdn}): {}", ep.pod, error_chain(&e));
-                    return self.local_from(&ctx, Some(&service.key), Some(&ep), 503, 14, msg, &flags);
+                    let fa = FinalAttempt {
+                        attempt,
+                        inbound: reached,
+                    };
+                    let ep = (!connect).then_some(ep);
+                    return self.local_after(ctx, Some(name), ep, Some(fa), 503, 14, msg, &flags);
                 }
                 None => {
                     let overall = deadline.is_some_and(|d| Instant::now() >= d);
                     if !overall && retries.take(&breaker, ep.id) {
+                        let code = ctx.grpc.then(|| "4".to_string());
+                        let bytes = request_bytes(&counter);
+                        self.retried_attempt(&ctx, &name, &ep, attempt, inbound_for(&ep), 504, code, "UT", bytes);
                         continue;
                     }
                     let msg = format!("upstream request timeout ({fqdn})");
-                    return self.local_from(&ctx, Some(&service.key), Some(&ep), 504, 14, msg, "UT");
+                    let fa = FinalAttempt {
+                        attempt,
+                        inbound: inbound_for(&ep),
+                    };
+                    return self.local_after(ctx, Some(name), Some(ep), Some(fa), 504, 14, msg, "UT");
                 }
             }
+        }
+    }
+
+    /// An attempt that is retried: the destination sidecar's report and span of what it saw.
+    #[allow(clippy::too_many_arguments)]
+    fn retried_attempt(
+        &self,
+        ctx: &Ctx,
+        service: &Arc<ServiceName>,
+        ep: &Arc<Endpoint>,
+        attempt: Attempt,
+        inbound: Option<Inbound>,
+        status: u16,
+        grpc_status: Option<String>,
+        flags: &str,
+        request_bytes: u64,
+    ) {
+        let labels = Labels {
+            reporter: Reporter::Destination,
+            source: ctx.source.clone(),
+            destination: Some(ep.identity.clone()),
+            service: Some(service.clone()),
+            grpc: ctx.grpc,
+            response_code: status,
+            grpc_response_status: grpc_status.clone(),
+            response_flags: flags.to_string(),
+        };
+        self.recorder.metrics.record(&labels, attempt.elapsed_ms());
+        if let Some(inbound) = &inbound {
+            let outcome = Outcome {
+                status,
+                grpc_status: grpc_status.as_deref(),
+                grpc_message: None,
+                flags,
+                request_bytes,
+                response_bytes: 0,
+            };
+            ctx.trace
+                .finish_attempt(&self.recorder.tracer, attempt, inbound, &outcome);
         }
     }
 
@@ -566,7 +797,7 @@ impl Proxy {
         policy: &TrafficPolicy,
         eps: &[Arc<Endpoint>],
         ep: &Endpoint,
-        outcome: Outcome,
+        outcome: OutlierOutcome,
     ) {
         let now = std::time::Instant::now();
         self.with_outlier(cluster, policy, eps, |o, ids| {
@@ -589,13 +820,16 @@ impl Proxy {
     #[allow(clippy::too_many_arguments)]
     fn respond(
         &self,
-        ctx: &Ctx,
-        service: &Key,
+        ctx: Ctx,
+        service: Arc<ServiceName>,
         ep: &Arc<Endpoint>,
         held: (InFlight, breaker::Admitted),
         resp: Response<Incoming>,
         flags: &str,
         deadline: Option<Instant>,
+        attempt: FinalAttempt,
+        request_bytes: u64,
+        counter: Option<Arc<AtomicU64>>,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -608,58 +842,31 @@ impl Proxy {
             HeaderValue::from(ctx.start.elapsed().as_millis() as u64),
         );
         let grpc_status = header_str(&parts.headers, "grpc-status").map(str::to_string);
-        let mut record = self.record(ctx, Some(service), Some(ep), parts.status.as_u16(), grpc_status, flags);
+        let grpc_message = header_str(&parts.headers, "grpc-message").map(str::to_string);
+        let status = parts.status.as_u16();
+        let mut record = Record::new(
+            self.recorder.clone(),
+            ctx,
+            Some(service),
+            Some(ep.clone()),
+            status,
+            grpc_status,
+            grpc_message,
+            flags,
+        );
         record.held = Some(held);
+        record.attempt = Some(attempt);
+        record.request_bytes = request_bytes;
+        record.request_counter = counter;
         Response::from_parts(parts, Observed::new(body, record, deadline).boxed_unsync())
     }
 
-    fn record(
-        &self,
-        ctx: &Ctx,
-        service: Option<&Key>,
-        ep: Option<&Endpoint>,
-        code: u16,
-        grpc_status: Option<String>,
-        flags: &str,
-    ) -> Record {
-        let unknown = || "unknown".to_string();
-        let labels = Labels {
-            reporter: "source",
-            source_app: ctx.source_app.clone(),
-            source_workload: ctx.source_workload.clone(),
-            destination_app: ep.map_or_else(unknown, |e| e.app().to_string()),
-            destination_version: ep.map_or_else(unknown, |e| e.version().to_string()),
-            destination_workload: ep.map_or_else(unknown, |e| e.workload.name.clone()),
-            destination_workload_namespace: ep.map_or_else(unknown, |e| e.workload.namespace.clone()),
-            destination_service: service.map_or_else(unknown, Key::fqdn),
-            destination_service_name: service.map_or_else(unknown, |s| s.name.clone()),
-            destination_service_namespace: service.map_or_else(unknown, |s| s.namespace.clone()),
-            request_protocol: if ctx.grpc { "grpc" } else { "http" },
-            response_code: code,
-            grpc_response_status: String::new(),
-            response_flags: flags.to_string(),
-        };
-        Record {
-            metrics: self.metrics.clone(),
-            labels,
-            start: ctx.start,
-            grpc: ctx.grpc,
-            grpc_status,
-            hop: ctx.hop,
-            authority: ctx.authority.clone(),
-            path: ctx.path.clone(),
-            method: ctx.method.clone(),
-            pod: ep.map_or_else(|| "-".to_string(), |e| e.pod.clone()),
-            held: None,
-        }
-    }
-
-    fn no_route(&self, ctx: &Ctx) -> Response<ProxyBody> {
+    fn no_route(&self, ctx: Ctx) -> Response<ProxyBody> {
         let msg = format!("no route for {} (authority {:?})", ctx.path, ctx.authority);
-        self.local(ctx, None, 404, 12, msg, "NR")
+        self.local(ctx, None, None, 404, 12, msg, "NR")
     }
 
-    fn redirect(&self, ctx: &Ctx, r: &Redirect, path_q: &str, protocol: crate::model::Protocol) -> Response<ProxyBody> {
+    fn redirect(&self, ctx: Ctx, r: &Redirect, path_q: &str, protocol: crate::model::Protocol) -> Response<ProxyBody> {
         let scheme = r.scheme.clone().unwrap_or_else(|| match protocol {
             crate::model::Protocol::Https => "https".into(),
             crate::model::Protocol::Http => "http".into(),
@@ -680,30 +887,44 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&location) {
             resp.headers_mut().insert(header::LOCATION, v);
         }
-        self.record(ctx, None, None, resp.status().as_u16(), None, "-")
-            .done(None, None);
+        Record::new(
+            self.recorder.clone(),
+            ctx,
+            None,
+            None,
+            resp.status().as_u16(),
+            None,
+            None,
+            "-",
+        )
+        .done(None, None);
         resp
     }
 
+    /// A reply the proxy makes itself, before any upstream answered.
+    #[allow(clippy::too_many_arguments)]
     fn local(
         &self,
-        ctx: &Ctx,
-        service: Option<&Key>,
+        ctx: Ctx,
+        service: Option<Arc<ServiceName>>,
+        ep: Option<Arc<Endpoint>>,
         http: u16,
         grpc_code: i32,
         msg: String,
         flags: &str,
     ) -> Response<ProxyBody> {
-        self.local_from(ctx, service, None, http, grpc_code, msg, flags)
+        self.local_after(ctx, service, ep, None, http, grpc_code, msg, flags)
     }
 
-    /// [`Proxy::local`] after an attempt on `ep`, so the metrics and access log name the pod.
+    /// [`Proxy::local`] after a failed attempt on `ep`, so the metrics, access log and spans name
+    /// the pod.
     #[allow(clippy::too_many_arguments)]
-    fn local_from(
+    fn local_after(
         &self,
-        ctx: &Ctx,
-        service: Option<&Key>,
-        ep: Option<&Endpoint>,
+        ctx: Ctx,
+        service: Option<Arc<ServiceName>>,
+        ep: Option<Arc<Endpoint>>,
+        attempt: Option<FinalAttempt>,
         http: u16,
         grpc_code: i32,
         msg: String,
@@ -711,87 +932,21 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let resp = local_reply(ctx.grpc, http, grpc_code, &msg);
         let grpc_status = ctx.grpc.then(|| grpc_code.to_string());
-        self.record(ctx, service, ep, resp.status().as_u16(), grpc_status, flags)
-            .done(None, None);
-        resp
-    }
-}
-
-/// What the matched route asks for.
-#[derive(Debug)]
-struct Plan {
-    backends: Vec<Backend>,
-    timeout: Option<Duration>,
-    retry: RetryPolicy,
-    fault: Option<Fault>,
-}
-
-/// The request facts the access log and metrics need.
-#[derive(Debug)]
-struct Ctx {
-    start: Instant,
-    hop: &'static str,
-    source_app: String,
-    source_workload: String,
-    authority: String,
-    path: String,
-    method: String,
-    grpc: bool,
-}
-
-/// One request's metrics and access-log line, written once when it ends.
-#[derive(Debug)]
-pub(crate) struct Record {
-    metrics: ProxyMetrics,
-    labels: Labels,
-    start: Instant,
-    grpc: bool,
-    /// From the response headers (trailers-only), replaced by the trailers' value.
-    grpc_status: Option<String>,
-    hop: &'static str,
-    authority: String,
-    path: String,
-    method: String,
-    pod: String,
-    /// The endpoint's and the cluster's count of open requests, released with the response.
-    held: Option<(InFlight, breaker::Admitted)>,
-}
-
-impl Record {
-    pub(crate) fn done(mut self, trailer_status: Option<String>, flag: Option<&str>) {
-        if trailer_status.is_some() {
-            self.grpc_status = trailer_status;
-        }
-        if let Some(f) = flag {
-            if self.labels.response_flags == "-" {
-                self.labels.response_flags = f.to_string();
-            } else {
-                self.labels.response_flags = format!("{},{f}", self.labels.response_flags);
-            }
-        }
-        if self.grpc {
-            // A gRPC stream cut short has no status: Envoy reports it as UNKNOWN (2).
-            self.labels.grpc_response_status = self.grpc_status.clone().unwrap_or_else(|| "2".to_string());
-        }
-        let duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        self.metrics.record(&self.labels, duration_ms);
-        tracing::info!(
-            target: "localmesh::access",
-            hop = self.hop,
-            method = %self.method,
-            authority = %self.authority,
-            path = %self.path,
-            protocol = self.labels.request_protocol,
-            response_code = self.labels.response_code,
-            grpc_status = %self.grpc_status.as_deref().unwrap_or("-"),
-            response_flags = %self.labels.response_flags,
-            upstream_pod = %self.pod,
-            upstream_version = %self.labels.destination_version,
-            destination_service = %self.labels.destination_service,
-            duration_ms = duration_ms as u64,
-            "access"
+        let grpc_message = ctx.grpc.then_some(msg);
+        let status = resp.status().as_u16();
+        let mut record = Record::new(
+            self.recorder.clone(),
+            ctx,
+            service,
+            ep,
+            status,
+            grpc_status,
+            grpc_message,
+            flags,
         );
-        self.held.take();
+        record.attempt = attempt;
+        record.done(None, None);
+        resp
     }
 }
 
@@ -830,16 +985,16 @@ impl Retries {
 /// Accepts connections until the task is aborted; aborting also ends the open connections.
 async fn accept_loop<F, Fut>(tcp: TcpListener, on_conn: F)
 where
-    F: Fn(tokio::net::TcpStream) -> Fut,
+    F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut conns = JoinSet::new();
     loop {
         match tcp.accept().await {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 while conns.try_join_next().is_some() {}
-                conns.spawn(on_conn(stream));
+                conns.spawn(on_conn(stream, peer));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -879,12 +1034,15 @@ async fn read_body(mut body: Incoming) -> Result<Result<Vec<Frame<Bytes>>, Prefi
     Ok(Err(Prefixed {
         prefix: frames.into(),
         rest: body,
+        counter: None,
     }))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn upstream_request(
     parts: &http::request::Parts,
     ctx: &Ctx,
+    attempt: &Attempt,
     ep: &Endpoint,
     http2: bool,
     path_q: &str,
@@ -918,11 +1076,10 @@ fn upstream_request(
             HeaderValue::from_static("https"),
         );
     }
-    if !headers.contains_key("x-request-id")
-        && let Ok(v) = HeaderValue::from_str(&request_id())
-    {
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         headers.insert(HeaderName::from_static("x-request-id"), v);
     }
+    ctx.trace.inject(attempt, headers);
     if retries > 0 {
         headers.insert(
             HeaderName::from_static("x-envoy-attempt-count"),
@@ -1098,18 +1255,6 @@ fn rand64() -> u64 {
 /// A uniform draw in `0.0..100.0`.
 fn rand_percent() -> f64 {
     (rand64() % 10_000) as f64 / 100.0
-}
-
-fn request_id() -> String {
-    let (a, b) = (rand64(), rand64());
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        (b >> 48) & 0x3fff | 0x8000,
-        b & 0xffff_ffff_ffff
-    )
 }
 
 #[cfg(test)]

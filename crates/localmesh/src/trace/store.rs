@@ -1,0 +1,398 @@
+//! The most recent traces, in memory, bounded by a trace count and a byte budget; the oldest trace
+//! goes first. Queries follow Jaeger's search: a trace matches when one of its spans has the
+//! service, operation, tags and duration asked for.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::context::{SpanId, TraceId};
+use super::span::Span;
+
+/// `--max-traces`: how many traces the store keeps.
+pub const DEFAULT_MAX_TRACES: usize = 10_000;
+/// `--max-trace-bytes`: the store's byte budget (spans' strings and overhead, roughly).
+pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_traces: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_traces: DEFAULT_MAX_TRACES,
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// What the store holds and has dropped, for `/stats/prometheus` and `make bench`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub traces: usize,
+    pub spans: usize,
+    pub bytes: usize,
+    pub evicted_traces: u64,
+    pub received_spans: u64,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    spans: Vec<Arc<Span>>,
+    bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    traces: HashMap<TraceId, Entry>,
+    /// Oldest first (by the arrival of a trace's first span).
+    order: VecDeque<TraceId>,
+    spans: usize,
+    bytes: usize,
+    evicted: u64,
+    received: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Store {
+    inner: Mutex<Inner>,
+    limits: Limits,
+}
+
+/// A search, as Jaeger's `/api/traces` takes it. Every part that is set must hold for one span.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub service: Option<String>,
+    pub operation: Option<String>,
+    /// Span (or process) tags that must all be present with these values.
+    pub tags: BTreeMap<String, String>,
+    pub min_duration: Option<Duration>,
+    pub max_duration: Option<Duration>,
+    /// Unix microseconds: spans starting in `[start, end]`.
+    pub start_micros: Option<u64>,
+    pub end_micros: Option<u64>,
+    /// Only traces holding a failed span.
+    pub errors_only: bool,
+    /// At most this many traces, newest first; 0 means Jaeger's default of 20.
+    pub limit: usize,
+}
+
+/// One trace's spans, in start order.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    pub id: TraceId,
+    pub spans: Vec<Arc<Span>>,
+}
+
+impl Store {
+    pub fn new(limits: Limits) -> Self {
+        Store {
+            inner: Mutex::new(Inner::default()),
+            limits,
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Adds spans (any traces, any order), then evicts the oldest traces beyond the bounds.
+    pub fn insert(&self, spans: impl IntoIterator<Item = Span>) {
+        let mut inner = crate::lock(&self.inner);
+        let inner = &mut *inner;
+        for span in spans {
+            let bytes = span.approx_bytes();
+            let entry = inner.traces.entry(span.trace_id).or_insert_with(|| {
+                inner.order.push_back(span.trace_id);
+                Entry::default()
+            });
+            entry.spans.push(Arc::new(span));
+            entry.bytes += bytes;
+            inner.spans += 1;
+            inner.bytes += bytes;
+            inner.received += 1;
+        }
+        while inner.order.len() > self.limits.max_traces.max(1) || inner.bytes > self.limits.max_bytes {
+            let Some(old) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some(e) = inner.traces.remove(&old) {
+                inner.spans -= e.spans.len();
+                inner.bytes -= e.bytes;
+                inner.evicted += 1;
+            }
+        }
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let inner = crate::lock(&self.inner);
+        StoreStats {
+            traces: inner.traces.len(),
+            spans: inner.spans,
+            bytes: inner.bytes,
+            evicted_traces: inner.evicted,
+            received_spans: inner.received,
+        }
+    }
+
+    pub fn get(&self, id: TraceId) -> Option<Trace> {
+        let inner = crate::lock(&self.inner);
+        inner.traces.get(&id).map(|e| sorted(id, e.spans.clone()))
+    }
+
+    /// Every service that reported a span, sorted.
+    pub fn services(&self) -> Vec<String> {
+        let inner = crate::lock(&self.inner);
+        let mut out: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for e in inner.traces.values() {
+            for s in &e.spans {
+                if seen.insert(Arc::as_ptr(&s.process)) && !out.contains(&s.process.service) {
+                    out.push(s.process.service.clone());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The operations (span names) of a service, sorted, with their span kinds.
+    pub fn operations(&self, service: &str) -> Vec<(String, Option<&'static str>)> {
+        let inner = crate::lock(&self.inner);
+        let mut out: Vec<(String, Option<&'static str>)> = Vec::new();
+        for e in inner.traces.values() {
+            for s in e.spans.iter().filter(|s| s.process.service == service) {
+                let item = (s.name.clone(), s.kind.as_tag());
+                if !out.contains(&item) {
+                    out.push(item);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The traces matching `q`, newest first (by their earliest span).
+    pub fn find(&self, q: &Query) -> Vec<Trace> {
+        let limit = if q.limit == 0 { 20 } else { q.limit };
+        let inner = crate::lock(&self.inner);
+        let mut hits: Vec<(u64, TraceId)> = inner
+            .traces
+            .iter()
+            .filter(|(_, e)| matches(q, &e.spans))
+            .map(|(id, e)| (e.spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0), *id))
+            .collect();
+        hits.sort_by(|a, b| b.cmp(a));
+        hits.truncate(limit);
+        hits.into_iter()
+            .filter_map(|(_, id)| inner.traces.get(&id).map(|e| sorted(id, e.spans.clone())))
+            .collect()
+    }
+}
+
+fn sorted(id: TraceId, mut spans: Vec<Arc<Span>>) -> Trace {
+    spans.sort_by_key(|s| s.start_unix_nanos);
+    Trace { id, spans }
+}
+
+fn span_matches(q: &Query, s: &Span) -> bool {
+    if q.service.as_ref().is_some_and(|svc| &s.process.service != svc) {
+        return false;
+    }
+    if q.operation.as_ref().is_some_and(|op| &s.name != op) {
+        return false;
+    }
+    let d = Duration::from_nanos(s.duration_nanos);
+    if q.min_duration.is_some_and(|m| d < m) || q.max_duration.is_some_and(|m| d > m) {
+        return false;
+    }
+    let start = s.start_unix_nanos / 1000;
+    if q.start_micros.is_some_and(|t| start < t) || q.end_micros.is_some_and(|t| start > t) {
+        return false;
+    }
+    q.tags.iter().all(|(k, want)| {
+        let has = |v: &super::span::Value| v.as_text() == want.as_str();
+        if k == "error" && want == "true" && s.is_error() {
+            return true;
+        }
+        s.tag(k).is_some_and(has) || s.process.tag(k).is_some_and(has)
+    })
+}
+
+fn matches(q: &Query, spans: &[Arc<Span>]) -> bool {
+    spans.iter().any(|s| span_matches(q, s)) && (!q.errors_only || spans.iter().any(|s| s.is_error()))
+}
+
+/// One trace at a glance, for lists.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub id: TraceId,
+    pub root_service: String,
+    pub root_operation: String,
+    /// The root's request as its proxy tagged it (`POST /api/orders`), when it did.
+    pub root_request: Option<String>,
+    /// Each service with its span count, by name.
+    pub services: Vec<(String, usize)>,
+    pub spans: usize,
+    pub errors: usize,
+    pub start_unix_nanos: u64,
+    pub duration_nanos: u64,
+    /// Spans whose parent is not in the trace (a trace still arriving, or a broken chain).
+    pub orphans: usize,
+}
+
+impl Trace {
+    /// Spans without a parent in this trace: the root(s), and any whose parent is missing.
+    pub fn roots(&self) -> Vec<&Arc<Span>> {
+        let ids: std::collections::HashSet<SpanId> = self.spans.iter().map(|s| s.span_id).collect();
+        self.spans
+            .iter()
+            .filter(|s| s.parent.is_none_or(|p| !ids.contains(&p)))
+            .collect()
+    }
+
+    pub fn summary(&self) -> Summary {
+        let roots = self.roots();
+        let root = roots
+            .iter()
+            .find(|s| s.parent.is_none())
+            .or_else(|| roots.first())
+            .copied()
+            .or_else(|| self.spans.first());
+        let start = self.spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
+        let end = self.spans.iter().map(|s| s.end_unix_nanos()).max().unwrap_or(start);
+        let mut services: BTreeMap<String, usize> = BTreeMap::new();
+        for s in &self.spans {
+            *services.entry(s.process.service.clone()).or_default() += 1;
+        }
+        Summary {
+            id: self.id,
+            root_service: root.map(|s| s.process.service.clone()).unwrap_or_default(),
+            root_operation: root.map(|s| s.name.clone()).unwrap_or_default(),
+            root_request: root.and_then(|s| {
+                let url = s.tag_str("http.url")?;
+                let path = url.split_once("://").map_or(url, |(_, rest)| rest);
+                let path = path.find('/').map_or("/", |i| &path[i..]);
+                Some(
+                    format!("{} {path}", s.tag_str("http.method").unwrap_or(""))
+                        .trim()
+                        .to_string(),
+                )
+            }),
+            services: services.into_iter().collect(),
+            spans: self.spans.len(),
+            errors: self.spans.iter().filter(|s| s.is_error()).count(),
+            start_unix_nanos: start,
+            duration_nanos: end.saturating_sub(start),
+            orphans: roots.iter().filter(|s| s.parent.is_some()).count(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::span::{Kind, Process, Value};
+
+    fn span(trace: u8, id: u8, parent: Option<u8>, service: &Arc<Process>, start: u64, dur: u64) -> Span {
+        Span {
+            trace_id: TraceId([trace; 16]),
+            span_id: SpanId([id; 8]),
+            parent: parent.map(|p| SpanId([p; 8])),
+            name: format!("op-{id}"),
+            kind: Kind::Server,
+            start_unix_nanos: start,
+            duration_nanos: dur,
+            tags: vec![("http.status_code".into(), Value::from("200"))],
+            events: Vec::new(),
+            error: false,
+            status_message: None,
+            process: service.clone(),
+        }
+    }
+
+    fn process(name: &str) -> Arc<Process> {
+        Arc::new(Process {
+            service: name.into(),
+            tags: Vec::new(),
+            span_tags: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn the_oldest_trace_goes_first_when_the_count_is_reached() {
+        let p = process("a");
+        let store = Store::new(Limits {
+            max_traces: 2,
+            max_bytes: usize::MAX,
+        });
+        for t in 1..=3u8 {
+            store.insert([span(t, 1, None, &p, u64::from(t) * 1000, 10)]);
+        }
+        let s = store.stats();
+        assert_eq!((s.traces, s.spans, s.evicted_traces), (2, 2, 1));
+        assert!(store.get(TraceId([1; 16])).is_none());
+        assert!(store.get(TraceId([3; 16])).is_some());
+    }
+
+    #[test]
+    fn the_byte_budget_holds() {
+        let p = process("a");
+        let one = span(1, 1, None, &p, 0, 1).approx_bytes();
+        let store = Store::new(Limits {
+            max_traces: 1000,
+            max_bytes: one * 10,
+        });
+        for t in 0..100u8 {
+            store.insert([span(t, 1, None, &p, 0, 1)]);
+        }
+        let s = store.stats();
+        assert!(s.bytes <= one * 10, "{s:?}");
+        assert_eq!(s.traces, 10);
+        assert_eq!(s.received_spans, 100);
+    }
+
+    #[test]
+    fn search_matches_one_span_by_service_operation_tags_and_duration() {
+        let (gw, app) = (process("gw"), process("app"));
+        let store = Store::new(Limits::default());
+        let mut slow = span(1, 2, Some(1), &app, 1_000, 5_000_000);
+        slow.tags.push(("guid:x-request-id".into(), Value::from("r-1")));
+        store.insert([span(1, 1, None, &gw, 0, 6_000_000), slow]);
+        store.insert([span(2, 1, None, &gw, 10, 1_000), span(2, 2, Some(1), &app, 20, 500)]);
+
+        let q = |f: &dyn Fn(&mut Query)| {
+            let mut q = Query::default();
+            f(&mut q);
+            store.find(&q).iter().map(|t| t.id.0[0]).collect::<Vec<_>>()
+        };
+        assert_eq!(q(&|_| {}), [2, 1], "newest first");
+        assert_eq!(q(&|q| q.service = Some("app".into())), [2, 1]);
+        assert_eq!(q(&|q| q.min_duration = Some(Duration::from_millis(2))), [1]);
+        assert_eq!(
+            q(&|q| {
+                q.service = Some("app".into());
+                q.tags.insert("guid:x-request-id".into(), "r-1".into());
+            }),
+            [1]
+        );
+        assert_eq!(q(&|q| q.operation = Some("op-9".into())), Vec::<u8>::new());
+        assert_eq!(q(&|q| q.limit = 1), [2]);
+        assert_eq!(q(&|q| q.errors_only = true), Vec::<u8>::new());
+
+        let t = store.get(TraceId([1; 16])).unwrap().summary();
+        assert_eq!((t.root_service.as_str(), t.spans, t.orphans), ("gw", 2, 0));
+        assert_eq!(store.services(), ["app", "gw"]);
+    }
+
+    #[test]
+    fn a_span_whose_parent_is_missing_is_an_orphan() {
+        let p = process("a");
+        let store = Store::new(Limits::default());
+        store.insert([span(1, 1, None, &p, 0, 10), span(1, 2, Some(9), &p, 1, 5)]);
+        assert_eq!(store.get(TraceId([1; 16])).unwrap().summary().orphans, 1);
+    }
+}
