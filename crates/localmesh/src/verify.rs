@@ -41,6 +41,8 @@ pub struct VerifyOptions {
     pub n: usize,
     /// The expected share of product v2 in the weighted split.
     pub v2_share: f64,
+    /// Jaeger's query API (the local console, or the cluster's Jaeger through a port-forward).
+    pub jaeger: String,
 }
 
 /// One line of the table.
@@ -69,6 +71,10 @@ pub struct VerifyArgs {
     /// Read the expected v1/v2 weights from this repository's manifests instead of using 80/20.
     #[arg(long)]
     pub root: Option<PathBuf>,
+    /// Jaeger's query API, where the order's trace is looked up: localmesh's console, or the
+    /// cluster's Jaeger (`kubectl -n istio-system port-forward svc/tracing 16686:80`).
+    #[arg(long, default_value = "http://127.0.0.1:16686")]
+    pub jaeger: String,
 }
 
 /// Runs `localmesh verify`: prints the table, exit 0 only when every journey passed.
@@ -90,6 +96,7 @@ pub fn main(args: VerifyArgs) -> std::process::ExitCode {
         authority: args.authority,
         n: args.n,
         v2_share,
+        jaeger: args.jaeger.trim_end_matches('/').to_string(),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -160,7 +167,18 @@ pub async fn run(opts: &VerifyOptions) -> Vec<Row> {
     journey!("premium to v2", premium(opts));
     journey!("AgentSync by agent-version", agent_sync(opts));
     journey!("frontend home", frontend_home(opts));
-    journey!("order via frontend", order_journey(opts));
+    let mut request_id = None;
+    journey!("order via frontend", async {
+        let (detail, id) = order_journey(opts).await?;
+        request_id = id;
+        Ok(detail)
+    });
+    journey!("order trace in Jaeger", async {
+        match &request_id {
+            Some(id) => order_trace(opts, id).await,
+            None => Err("no order was placed, or its answer carried no x-request-id".to_string()),
+        }
+    });
     rows
 }
 
@@ -405,14 +423,22 @@ async fn agent_sync(o: &VerifyOptions) -> Result<String, String> {
     Ok(details.join("; "))
 }
 
+/// An answer to [`https`].
+#[derive(Debug, Clone)]
+pub struct HttpsAnswer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
 /// One HTTPS/1.1 request through the gateway, with SNI and Host = the authority.
-async fn https(
+pub async fn https(
     o: &VerifyOptions,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> Result<(u16, String), String> {
+) -> Result<HttpsAnswer, String> {
     let mut roots = rustls::RootCertStore::empty();
     let certs =
         CertificateDer::pem_file_iter(&o.cacert).map_err(|e| format!("cannot read {}: {e}", o.cacert.display()))?;
@@ -455,14 +481,18 @@ async fn https(
         .await
         .map_err(|_| format!("{method} {path}: no answer in 20 s"))?
         .map_err(|e| format!("{method} {path}: {}", chain(&e)))?;
-    let code = resp.status().as_u16();
-    let body = resp
-        .into_body()
+    let status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    let body = body
         .collect()
         .await
         .map_err(|e| format!("{method} {path}: body: {}", chain(&e)))?
         .to_bytes();
-    Ok((code, String::from_utf8_lossy(&body).into_owned()))
+    Ok(HttpsAnswer {
+        status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 fn snippet(s: &str) -> String {
@@ -471,7 +501,7 @@ fn snippet(s: &str) -> String {
 }
 
 async fn frontend_home(o: &VerifyOptions) -> Result<String, String> {
-    let (code, body) = https(o, "GET", "/", &[], "").await?;
+    let HttpsAnswer { status: code, body, .. } = https(o, "GET", "/", &[], "").await?;
     if code != 200 {
         return Err(format!("GET / answered {code}: {}", snippet(&body)));
     }
@@ -482,7 +512,9 @@ async fn frontend_home(o: &VerifyOptions) -> Result<String, String> {
     Ok(format!("200, {}", badge.trim()))
 }
 
-async fn order_journey(o: &VerifyOptions) -> Result<String, String> {
+/// Places an order (and again with the same key); returns the detail and the first answer's
+/// `x-request-id` (the id the gateway used, echoed by the frontend).
+async fn order_journey(o: &VerifyOptions) -> Result<(String, Option<String>), String> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -490,19 +522,25 @@ async fn order_journey(o: &VerifyOptions) -> Result<String, String> {
     let key = format!("localmesh-verify-{}-{nanos}", std::process::id());
     let body = r#"{"customer_id":"localmesh-verify","items":[{"product_id":"123","quantity":1}]}"#;
     let headers = [("content-type", "application/json"), ("idempotency-key", key.as_str())];
-    let place = async || -> Result<String, String> {
-        let (code, resp) = https(o, "POST", "/api/orders", &headers, body).await?;
+    let place = async || -> Result<(String, Option<String>), String> {
+        let a = https(o, "POST", "/api/orders", &headers, body).await?;
+        let (code, resp) = (a.status, a.body);
         if !(200..300).contains(&code) {
             return Err(format!("POST /api/orders answered {code}: {}", snippet(&resp)));
         }
         let v: serde_json::Value =
             serde_json::from_str(&resp).map_err(|e| format!("POST /api/orders: not JSON ({e}): {}", snippet(&resp)))?;
+        let request_id = a
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         match v["id"].as_str() {
-            Some(id) if !id.is_empty() => Ok(id.to_owned()),
+            Some(id) if !id.is_empty() => Ok((id.to_owned(), request_id)),
             _ => Err(format!("POST /api/orders: no id in {}", snippet(&resp))),
         }
     };
-    let id = place().await?;
+    let (id, request_id) = place().await?;
     let mut client = OrderServiceClient::new(channel(o).await?);
     let order = client
         .get_order(GetOrderRequest { id: id.clone() })
@@ -512,7 +550,7 @@ async fn order_journey(o: &VerifyOptions) -> Result<String, String> {
     if order.id != id {
         return Err(format!("GetOrder {id} returned order {}", order.id));
     }
-    let again = place().await.map_err(|e| format!("retry with the same key: {e}"))?;
+    let (again, _) = place().await.map_err(|e| format!("retry with the same key: {e}"))?;
     if again != id {
         return Err(format!("retry with key {key} gave order {again}, first was {id}"));
     }
@@ -520,7 +558,149 @@ async fn order_journey(o: &VerifyOptions) -> Result<String, String> {
         .served_by
         .map(|s| format!(" (GetOrder served by {} {})", s.version, s.pod))
         .unwrap_or_default();
+    Ok((
+        format!("order {id} placed, read back over gRPC, retry gave the same id{by}"),
+        request_id,
+    ))
+}
+
+/// The gateway's service name in Jaeger: Istio's proxies report as `<canonical service>.<namespace>`.
+const GATEWAY_SERVICE: &str = "public-api-gateway-istio.gateway";
+/// The apps one order crosses (matched against Jaeger service names up to the first `.` or `-`,
+/// so both the apps, `order`, and their proxies, `order-service.default`, count).
+const ORDER_APPS: [&str; 4] = ["frontend", "order", "product", "payment"];
+/// How long the order's spans may take to reach Jaeger (the SDKs batch them).
+const TRACE_WAIT: Duration = Duration::from_secs(20);
+
+/// One order's trace in Jaeger's query API: found by the request id its answer carried, it must be
+/// one trace with one root (the gateway's span), every parent present, and spans from every app.
+async fn order_trace(o: &VerifyOptions, request_id: &str) -> Result<String, String> {
+    let tags = serde_json::json!({"guid:x-request-id": request_id}).to_string();
+    let query: String = [
+        ("service", GATEWAY_SERVICE),
+        ("tags", tags.as_str()),
+        ("lookback", "1h"),
+        ("limit", "5"),
+    ]
+    .iter()
+    .map(|(k, v)| format!("{k}={}", query_escape(v)))
+    .collect::<Vec<_>>()
+    .join("&");
+    let url = format!("{}/api/traces?{query}", o.jaeger);
+    let deadline = tokio::time::Instant::now() + TRACE_WAIT;
+    loop {
+        let last = match jaeger_get(&url).await.and_then(|v| check_order_trace(&v)) {
+            Ok(detail) => return Ok(detail),
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("after {}s: {last}", TRACE_WAIT.as_secs()));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// GET over plain HTTP (a port-forward or the local console), as JSON.
+async fn jaeger_get(url: &str) -> Result<serde_json::Value, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("--jaeger {url}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "--jaeger {url}: expected an http:// URL of Jaeger's query service"
+        ));
+    }
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+        .await
+        .map_err(|_| format!("Jaeger at {url} did not answer in 10 s"))?
+        .map_err(|e| format!("cannot reach Jaeger at {}: {}", url, chain(&e)))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("Jaeger's answer: {}", chain(&e)))?
+        .to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        format!(
+            "Jaeger answered {status} with no JSON ({e}): {}",
+            snippet(&String::from_utf8_lossy(&body))
+        )
+    })?;
+    if !status.is_success() {
+        return Err(format!("Jaeger answered {status}: {}", v["errors"]));
+    }
+    Ok(v)
+}
+
+/// The trace checks on a Jaeger `/api/traces` answer.
+pub fn check_order_trace(v: &serde_json::Value) -> Result<String, String> {
+    let traces = v["data"].as_array().ok_or("Jaeger's answer has no data array")?;
+    let [t] = traces.as_slice() else {
+        return Err(format!("{} traces carry the order's request id, want 1", traces.len()));
+    };
+    let spans = t["spans"].as_array().ok_or("the trace has no spans")?;
+    let service_of = |s: &serde_json::Value| {
+        s["processID"]
+            .as_str()
+            .and_then(|p| t["processes"][p]["serviceName"].as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
+    let mut services: Vec<String> = spans.iter().map(service_of).collect();
+    services.sort();
+    services.dedup();
+    let missing: Vec<&str> = ORDER_APPS
+        .iter()
+        .copied()
+        .filter(|app| !services.iter().any(|s| s.split(['.', '-']).next() == Some(app)))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("no spans yet from {missing:?} (services so far: {services:?})"));
+    }
+    let ids: std::collections::HashSet<&str> = spans.iter().filter_map(|s| s["spanID"].as_str()).collect();
+    let parents = |s: &serde_json::Value| -> Vec<String> {
+        s["references"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|x| x["spanID"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let roots: Vec<&serde_json::Value> = spans.iter().filter(|s| parents(s).is_empty()).collect();
+    let orphans = spans
+        .iter()
+        .filter(|s| parents(s).iter().any(|p| !ids.contains(p.as_str())))
+        .count();
+    if orphans > 0 {
+        return Err(format!("{orphans} spans name a parent that is not in the trace"));
+    }
+    let [root] = roots.as_slice() else {
+        return Err(format!("{} root spans, want 1 (the gateway's)", roots.len()));
+    };
+    let root_service = service_of(root);
+    if root_service != GATEWAY_SERVICE {
+        return Err(format!("the root span is {root_service}'s, want {GATEWAY_SERVICE}'s"));
+    }
     Ok(format!(
-        "order {id} placed, read back over gRPC, retry gave the same id{by}"
+        "trace {}: {} spans, root {root_service} ({}), services {}",
+        t["traceID"].as_str().unwrap_or("?"),
+        spans.len(),
+        root["operationName"].as_str().unwrap_or("?"),
+        services.join(", ")
     ))
 }

@@ -4,6 +4,7 @@
 //! Nothing here skips a test: when PostgreSQL is missing, starting a cluster
 //! fails with a message saying that `make tools` installs it.
 
+pub mod browser;
 mod metrics;
 mod pg;
 mod process;

@@ -4,86 +4,21 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::Duration,
-};
-
 use common::*;
-use tokio::process::Command;
-
-/// Chromium's binary: `CHROMIUM` when set, else `chromium` on the PATH.
-fn chromium() -> PathBuf {
-    if let Some(p) = std::env::var_os("CHROMIUM").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join("chromium"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("chromium is not installed (needed for the headless browser test): `make tools` installs it")
-        })
-}
-
-/// Runs headless Chromium with a fresh profile and returns its stdout.
-async fn run_chromium(args: &[String]) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(chromium());
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        "--window-size=1280,900",
-    ])
-    .arg(format!("--user-data-dir={}", profile.path().display()))
-    .args(args)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
-        .await
-        .expect("chromium finishes within 90 s")
-        .expect("chromium starts");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "chromium failed ({:?}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// Where the screenshots go: target/frontend-screenshots/, kept after the run.
-fn screenshot_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/frontend-screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+async fn screenshot(url: &str, name: &str, min_bytes: usize) -> Vec<u8> {
+    testkit::browser::screenshot(
+        url,
+        &testkit::browser::screenshot_dir("frontend-screenshots"),
+        name,
+        min_bytes,
+    )
+    .await
 }
 
-async fn screenshot(url: &str, name: &str, min_bytes: usize) -> Vec<u8> {
-    let path = screenshot_dir().join(name);
-    let _ = std::fs::remove_file(&path);
-    run_chromium(&[format!("--screenshot={}", path.display()), url.to_owned()]).await;
-    let png = std::fs::read(&path).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", path.display()));
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name} is not a PNG");
-    // A blank 1280x900 PNG compresses to a few KB; a rendered page is far more.
-    assert!(
-        png.len() > min_bytes,
-        "{name} is only {} bytes: a blank page?",
-        png.len()
-    );
-    png
+async fn run_chromium(args: &[String]) -> String {
+    testkit::browser::run(args).await
 }
 
 #[tokio::test]

@@ -54,27 +54,49 @@ pub struct Up {
     pub lines: Receiver<serde_json::Value>,
     /// Every (pod name, pid) started before it was ready (a pod restarted meanwhile appears twice).
     pub pods: Vec<(String, i32)>,
-    /// The gateway and admin ports it bound (read from the ready line, so no port is guessed).
+    /// The gateway, admin and console ports it bound (read from the ready line, so no port is
+    /// guessed).
     pub gateway: u16,
     pub admin: u16,
+    pub console: u16,
+    /// The repository root it serves (the CA is under `gateway/certs`).
+    pub root: PathBuf,
 }
 
 impl Up {
     /// Starts it with the real service binaries and waits for "localmesh is ready".
     pub fn start(data: &Path) -> Up {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_localmesh"))
-            .args(["up", "--root"])
-            .arg(root())
+        Up::start_with(data, &root(), &[])
+    }
+
+    /// [`Up::start`] over the manifests under `root`, with extra environment (e.g.
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; without it, spans stay in localmesh's store).
+    pub fn start_with(data: &Path, root: &Path, env: &[(&str, &str)]) -> Up {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_localmesh"));
+        cmd.args(["up", "--root"])
+            .arg(root)
             .arg("--bin-dir")
             .arg(bin_dir())
             .arg("--data-dir")
             .arg(data)
-            .args(["--gateway-port", "0", "--admin-port", "0"])
+            .args([
+                "--gateway-port",
+                "0",
+                "--admin-port",
+                "0",
+                "--console-port",
+                "0",
+                "--otlp-port",
+                "0",
+            ])
             .args(["--ready-timeout-secs", "20"])
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("localmesh up starts");
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("localmesh up starts");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -92,6 +114,8 @@ impl Up {
             pods: Vec::new(),
             gateway: 0,
             admin: 0,
+            console: 0,
+            root: root.to_path_buf(),
         };
         let deadline = Instant::now() + Duration::from_secs(25);
         loop {
@@ -106,6 +130,7 @@ impl Up {
             if v["message"] == "localmesh is ready" {
                 up.gateway = port_of(&v["gateway"]);
                 up.admin = port_of(&v["admin"]);
+                up.console = port_of(&v["console"]);
                 return up;
             }
         }
@@ -146,6 +171,56 @@ impl Drop for Up {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A copy of the repository's `gateway/` and `manifests/` under `dir` (without the local CA: the
+/// copy makes its own), with each `(file, from, to)` replacement applied (each `from` must be in
+/// its file): a test's own variant of the manifests, served by [`Up::start_with`].
+pub fn repo_copy(dir: &Path, edits: &[(&str, &str, &str)]) -> PathBuf {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for e in std::fs::read_dir(from).expect("read_dir") {
+            let e = e.expect("entry");
+            let target = to.join(e.file_name());
+            if e.file_name() == "certs" {
+                continue;
+            }
+            if e.file_type().expect("type").is_dir() {
+                copy(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), &target).expect("copy");
+            }
+        }
+    }
+    for d in ["gateway", "manifests"] {
+        copy(&root().join(d), &dir.join(d));
+    }
+    for (file, from, to) in edits {
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path).expect("manifest to edit");
+        assert!(text.contains(from), "{file} does not contain {from:?}");
+        std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+    }
+    dir.to_path_buf()
+}
+
+/// Plain HTTP/1.1 GET to a local server that may not be up yet: `None` on any failure.
+pub async fn try_get(port: u16, path: &str) -> Option<String> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .ok()?;
+    let resp = send.send_request(req).await.ok()?;
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .ok()?
+        .to_bytes();
+    Some(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Plain HTTP/1.1 GET to the admin port.

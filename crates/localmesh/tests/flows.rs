@@ -1,0 +1,635 @@
+//! Watching the flows of a real `localmesh up`: one order through the gateway is one trace rooted
+//! at the gateway's span (read through the console's Jaeger API, and exported over OTLP to an
+//! in-process collector), a premium call's trace shows product v2, a retried call shows one span
+//! per attempt, probes make no traces, sampling follows the Telemetry resource, the console's
+//! pages render in Chromium, the graph shows the 80/20 split, and a real Prometheus discovers
+//! every pod through `/sd`.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use localmesh::verify::{self, HttpsAnswer, VerifyOptions};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value;
+use proto::product::GetProductRequest;
+use proto::product::product_service_client::ProductServiceClient;
+use serde_json::Value;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Uri};
+
+use common::{HOST, Up};
+
+const GATEWAY: &str = "public-api-gateway-istio.gateway";
+/// Every process one order crosses: each app and its proxy.
+const ORDER_SERVICES: [&str; 9] = [
+    GATEWAY,
+    "frontend.default",
+    "frontend",
+    "order-service.default",
+    "order",
+    "product-service.default",
+    "product",
+    "payment.default",
+    "payment",
+];
+
+fn gateway(up: &Up) -> VerifyOptions {
+    VerifyOptions {
+        target: format!("127.0.0.1:{}", up.gateway),
+        cacert: up.root.join("gateway/certs/ca.crt"),
+        authority: HOST.into(),
+        n: 1,
+        v2_share: 0.2,
+        jaeger: format!("http://127.0.0.1:{}", up.console),
+    }
+}
+
+/// Places an order through the gateway; returns the request id its answer carries.
+async fn place_order(up: &Up, key: &str) -> String {
+    let body = r#"{"customer_id": "flows", "items": [{"product_id": "123", "quantity": 1}]}"#;
+    let headers = [("content-type", "application/json"), ("idempotency-key", key)];
+    let a: HttpsAnswer = verify::https(&gateway(up), "POST", "/api/orders", &headers, body)
+        .await
+        .expect("POST /api/orders through the gateway");
+    assert!((200..300).contains(&a.status), "{} {}", a.status, a.body);
+    a.headers["x-request-id"].to_str().expect("ascii").to_string()
+}
+
+async fn channel(up: &Up) -> Channel {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(up.root.join("gateway/certs/ca.crt")).expect("ca.crt"),
+        ))
+        .domain_name(HOST);
+    tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{}", up.gateway))
+        .expect("url")
+        .origin(Uri::from_static("https://sit-gateway.tcex.com.vn"))
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("connect to the gateway")
+}
+
+/// GetProduct 123 through the gateway: (version, pod, request id) of the answer, or the status.
+async fn get_product(
+    c: &mut ProductServiceClient<Channel>,
+    headers: &[(&'static str, &str)],
+) -> Result<(String, String, String), tonic::Status> {
+    let mut req = tonic::Request::new(GetProductRequest {
+        product_id: "123".into(),
+    });
+    for (k, v) in headers {
+        req.metadata_mut().insert(*k, v.parse().expect("ascii"));
+    }
+    let resp = c.get_product(req).await?;
+    let rid = resp
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let sb = resp.into_inner().served_by.expect("served_by");
+    Ok((sb.version, sb.pod, rid))
+}
+
+async fn console(up: &Up, path: &str) -> Value {
+    let body = common::admin_get(up.console, path).await;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"))
+}
+
+/// The trace carrying `request_id`, from the console's Jaeger API, once it holds spans from every
+/// one of `services` (the pods' SDKs send theirs within about a second).
+async fn jaeger_trace(up: &Up, request_id: &str, services: &[&str]) -> Value {
+    let tags = format!("%7B%22guid%3Ax-request-id%22%3A%22{request_id}%22%7D");
+    let path = format!("/api/traces?service={GATEWAY}&tags={tags}&lookback=1h");
+    let mut last = Value::Null;
+    for _ in 0..80 {
+        last = console(up, &path).await;
+        if let Some(t) = last["data"].as_array().and_then(|d| d.first()) {
+            let have: Vec<&str> = t["processes"]
+                .as_object()
+                .map(|p| p.values().filter_map(|v| v["serviceName"].as_str()).collect())
+                .unwrap_or_default();
+            if services.iter().all(|s| have.contains(s)) {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("no complete trace for request {request_id}: {last:#}")
+}
+
+/// A span of a Jaeger trace, flattened for assertions.
+#[derive(Debug, Clone)]
+struct JSpan {
+    id: String,
+    parent: Option<String>,
+    service: String,
+    name: String,
+    tags: BTreeMap<String, String>,
+    process_tags: BTreeMap<String, String>,
+}
+
+fn spans_of(trace: &Value) -> Vec<JSpan> {
+    let tag_map = |v: &Value| -> BTreeMap<String, String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                let val = match &t["value"] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (t["key"].as_str().unwrap_or_default().to_string(), val)
+            })
+            .collect()
+    };
+    trace["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .map(|s| {
+            let p = &trace["processes"][s["processID"].as_str().expect("processID")];
+            JSpan {
+                id: s["spanID"].as_str().expect("spanID").into(),
+                parent: s["references"][0]["spanID"].as_str().map(str::to_string),
+                service: p["serviceName"].as_str().expect("serviceName").into(),
+                name: s["operationName"].as_str().expect("operationName").into(),
+                tags: tag_map(&s["tags"]),
+                process_tags: tag_map(&p["tags"]),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_run_shows_the_flows() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let up = Up::start(data.path());
+
+    // One order through the gateway: one trace, one root (the gateway's span), every parent
+    // present, every hop's proxy spans and the apps' spans.
+    let rid = place_order(&up, &format!("flows-{}", std::process::id())).await;
+    let answer = jaeger_trace(&up, &rid, &ORDER_SERVICES).await;
+    let detail = verify::check_order_trace(&answer).unwrap_or_else(|e| panic!("{e}: {answer:#}"));
+    println!("{detail}");
+    let spans = spans_of(&answer["data"][0]);
+    let root = spans.iter().find(|s| s.parent.is_none()).expect("root");
+    assert_eq!(root.service, GATEWAY);
+    assert_eq!(
+        root.name, "frontend.default.svc.cluster.local:8080/*",
+        "the route's decorator"
+    );
+    for (k, v) in [
+        ("span.kind", "client"),
+        ("http.method", "POST"),
+        ("http.status_code", "201"),
+        ("response_flags", "-"),
+        ("component", "proxy"),
+        ("upstream_cluster", "outbound|8080||frontend.default.svc.cluster.local"),
+        ("istio.canonical_service", "public-api-gateway-istio"),
+        ("istio.namespace", "gateway"),
+    ] {
+        assert_eq!(
+            root.tags.get(k).map(String::as_str),
+            Some(v),
+            "{k} on the gateway span: {root:#?}"
+        );
+    }
+    assert_eq!(root.tags["guid:x-request-id"], rid);
+    assert!(root.tags["http.url"].ends_with("/api/orders"), "{root:#?}");
+    assert!(root.tags["node_id"].starts_with("router~"), "{root:#?}");
+    let inbound = spans
+        .iter()
+        .find(|s| s.parent.as_deref() == Some(&root.id))
+        .expect("the frontend's inbound span under the gateway's");
+    assert_eq!(inbound.service, "frontend.default");
+    assert_eq!(inbound.tags["span.kind"], "server");
+    assert_eq!(inbound.tags["upstream_cluster"], "inbound|8080||");
+    assert_eq!(inbound.tags["istio.canonical_revision"], "v1");
+    let app = spans
+        .iter()
+        .find(|s| s.parent.as_deref() == Some(&inbound.id))
+        .expect("the frontend app's span under its sidecar's");
+    assert_eq!(
+        (app.service.as_str(), app.name.as_str()),
+        ("frontend", "POST /api/orders")
+    );
+    assert_eq!(app.process_tags["k8s.pod.name"], inbound.process_tags["k8s.pod.name"]);
+    for (proxy, kind) in [("order-service.default", "client"), ("payment.default", "server")] {
+        assert!(
+            spans.iter().any(|s| s.service == proxy && s.tags["span.kind"] == kind),
+            "a {kind} span of {proxy}"
+        );
+    }
+
+    // A premium call's trace shows product v2, in the proxy's and the app's spans.
+    let mut client = ProductServiceClient::new(channel(&up).await);
+    let (version, pod, rid) = get_product(&mut client, &[("user-type", "premium")])
+        .await
+        .expect("premium");
+    assert_eq!(version, "v2");
+    let answer = jaeger_trace(&up, &rid, &[GATEWAY, "product-service.default", "product"]).await;
+    let spans = spans_of(&answer["data"][0]);
+    let sidecar = spans
+        .iter()
+        .find(|s| s.service == "product-service.default")
+        .expect("inbound");
+    assert_eq!(sidecar.tags["istio.canonical_revision"], "v2");
+    assert_eq!(sidecar.process_tags["k8s.pod.name"], pod);
+    let app = spans.iter().find(|s| s.service == "product").expect("app span");
+    assert_eq!(app.process_tags["service.version"], "v2");
+    assert_eq!(app.parent.as_deref(), Some(sidecar.id.as_str()));
+    assert_eq!(
+        spans.iter().find(|s| s.service == GATEWAY).expect("gateway span").name,
+        "product-service-v2.default.svc.cluster.local:50051/*",
+        "the premium route has one backend"
+    );
+
+    // The 80/20 split at the gateway, in the graph's JSON.
+    for _ in 0..300 {
+        get_product(&mut client, &[]).await.expect("GetProduct");
+    }
+    let (mut v1, mut v2) = (0u64, 0u64);
+    for _ in 0..40 {
+        let g = console(&up, "/api/graph?window=2m").await;
+        let edge = |target: &str| {
+            g["edges"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["source"] == "public-api-gateway-istio" && e["target"] == target)
+                .and_then(|e| e["requests"].as_u64())
+                .unwrap_or(0)
+        };
+        (v1, v2) = (edge("product-service v1"), edge("product-service v2"));
+        if v1 + v2 >= 301 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let v2_share = v2 as f64 / (v1 + v2) as f64;
+    println!(
+        "graph: gateway → product v1 {v1}, v2 {v2} ({:.1}% v2)",
+        v2_share * 100.0
+    );
+    // 300 unary calls at 20 % plus the premium one; 4σ ≈ 9 points.
+    assert!(v1 + v2 >= 301, "the graph counted {v1} + {v2} of 301 calls");
+    assert!((v2_share - 0.2).abs() < 0.1, "v2 share {v2_share}");
+
+    // Prometheus HTTP SD: every pod's /metrics and the admin port, labelled as in the cluster.
+    let sd: Value = serde_json::from_str(&common::admin_get(up.admin, "/sd").await).expect("SD JSON");
+    let groups = sd.as_array().expect("a list of target groups");
+    assert_eq!(groups.len(), 8, "7 pods and the admin port: {sd:#}");
+    for g in groups {
+        let labels = g["labels"].as_object().expect("labels");
+        for l in ["app", "namespace", "pod"] {
+            assert!(
+                labels.get(l).and_then(Value::as_str).is_some_and(|v| !v.is_empty()),
+                "{l} in {g}"
+            );
+        }
+        assert_eq!(g["targets"].as_array().map(Vec::len), Some(1), "{g}");
+    }
+    assert!(
+        groups
+            .iter()
+            .any(|g| g["labels"]["__metrics_path__"] == "/stats/prometheus")
+    );
+    assert!(
+        groups
+            .iter()
+            .any(|g| g["labels"]["app"] == "product-service" && g["labels"]["version"] == "v2")
+    );
+    prometheus_scrapes_the_local_run(&up).await;
+
+    // The console's pages in a real browser.
+    let shots = testkit::browser::screenshot_dir("console-screenshots");
+    let base = format!("http://127.0.0.1:{}", up.console);
+    let list = testkit::browser::dom(&format!("{base}/traces?service=payment")).await;
+    assert!(
+        list.contains(GATEWAY) && list.contains("POST /api/orders"),
+        "{}",
+        short(&list)
+    );
+    testkit::browser::screenshot(&format!("{base}/traces"), &shots, "traces.png", 40_000).await;
+    let tid = answer["data"][0]["traceID"].as_str().expect("traceID");
+    let waterfall = testkit::browser::dom(&format!("{base}/traces/{tid}")).await;
+    assert!(
+        waterfall.contains("product-service.default") && waterfall.contains(&pod),
+        "{}",
+        short(&waterfall)
+    );
+    testkit::browser::screenshot(&format!("{base}/traces/{tid}"), &shots, "trace.png", 30_000).await;
+    let graph = testkit::browser::dom(&format!("{base}/graph")).await;
+    assert!(
+        graph.contains("<svg") && graph.contains("product-service") && graph.contains("v2"),
+        "{}",
+        short(&graph)
+    );
+    testkit::browser::screenshot(&format!("{base}/graph"), &shots, "graph.png", 30_000).await;
+
+    // Probes (the pods' readiness probes, the frontend's checks of its backends) made no trace:
+    // every trace starts at the gateway, and no operation is a health check.
+    let services = console(&up, "/api/services").await;
+    for service in services["data"].as_array().expect("services") {
+        let s = service.as_str().expect("name");
+        let traces = console(&up, &format!("/api/traces?service={s}&limit=1000")).await;
+        for t in traces["data"].as_array().expect("data") {
+            let spans = spans_of(t);
+            let root = spans.iter().find(|x| x.parent.is_none()).expect("a root");
+            assert_eq!(root.service, GATEWAY, "a trace not started by a request: {spans:#?}");
+            assert!(
+                !spans
+                    .iter()
+                    .any(|x| x.name.contains("Health") || x.name.contains("healthz")),
+                "a health check was traced: {spans:#?}"
+            );
+        }
+    }
+}
+
+/// The page's text after its style sheet, cut to what a failure message can show.
+fn short(page: &str) -> String {
+    let body = page.split("</style>").last().unwrap_or(page);
+    body.chars().take(3000).collect()
+}
+
+/// Debian's Prometheus, scraping what `/sd` lists, finds every target up and the gateway's
+/// requests in `istio_requests_total`.
+async fn prometheus_scrapes_the_local_run(up: &Up) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s}}\nscrape_configs:\n- job_name: localmesh\n  http_sd_configs:\n  - url: http://127.0.0.1:{}/sd\n    refresh_interval: 1s\n",
+            up.admin
+        ),
+    )
+    .expect("config");
+    let bin = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .expect("prometheus is not installed: `make tools` installs it");
+    let _prom = tokio::process::Command::new(bin)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("prometheus starts");
+    let query =
+        "sum(istio_requests_total%7Breporter%3D%22source%22%2Csource_workload%3D%22public-api-gateway-istio%22%7D)";
+    let mut last = String::new();
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Ok(targets) = tokio::time::timeout(Duration::from_secs(2), common::try_get(port, "/api/v1/targets")).await
+        else {
+            continue;
+        };
+        let Some(targets) = targets.and_then(|t| serde_json::from_str::<Value>(&t).ok()) else {
+            continue;
+        };
+        let active = targets["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
+        let up_count = active.iter().filter(|t| t["health"] == "up").count();
+        last = format!("{up_count} of {} targets up", active.len());
+        if active.len() != 8 || up_count != 8 {
+            continue;
+        }
+        let Some(v) = common::try_get(port, &format!("/api/v1/query?query={query}")).await else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&v).unwrap_or_default();
+        let n: f64 = v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0);
+        if n > 300.0 {
+            println!("prometheus: 8 targets up, {n} gateway requests");
+            return;
+        }
+        last = format!("8 targets up, gateway requests {n}");
+    }
+    panic!("Prometheus did not scrape the local run: {last}");
+}
+
+/// An in-process OTLP/gRPC collector keeping every request as received.
+#[derive(Clone, Default)]
+struct Collector(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0.lock().expect("lock").push(req.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// A collected span: (trace, span, parent, service, name, attributes).
+#[derive(Debug, Clone)]
+struct OSpan {
+    trace: String,
+    id: String,
+    parent: String,
+    service: String,
+    attrs: HashMap<String, String>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Collector {
+    fn spans(&self) -> Vec<OSpan> {
+        let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
+            .as_ref()
+            .and_then(|v| v.value.as_ref())
+        {
+            Some(any_value::Value::StringValue(s)) => s.clone(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        };
+        let mut out = Vec::new();
+        for req in self.0.lock().expect("lock").iter() {
+            for rs in &req.resource_spans {
+                let service = rs
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|a| a.key == "service.name")
+                    .map(|a| text(&a.value))
+                    .unwrap_or_default();
+                for s in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                    out.push(OSpan {
+                        trace: hex(&s.trace_id),
+                        id: hex(&s.span_id),
+                        parent: hex(&s.parent_span_id),
+                        service: service.clone(),
+                        attrs: s.attributes.iter().map(|a| (a.key.clone(), text(&a.value))).collect(),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_and_a_retry_shows_each_attempt() {
+    let collector = Collector::default();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = tcp.local_addr().expect("addr");
+    let svc = TraceServiceServer::new(collector.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(tcp)),
+    );
+    // A copy of the manifests where half of product v1's calls fail with UNAVAILABLE (the
+    // gateway retries those), sampled at 100 % by its own Telemetry resource.
+    let copy = tempfile::tempdir().expect("tempdir");
+    let root = common::repo_copy(
+        copy.path(),
+        &[
+            (
+                "manifests/base/product.yaml",
+                r#"{name: FAULT_ABORT_PERCENT, value: "0"}"#,
+                r#"{name: FAULT_ABORT_PERCENT, value: "50"}"#,
+            ),
+            (
+                "manifests/istio/telemetry.yaml",
+                "randomSamplingPercentage: 100.0",
+                "randomSamplingPercentage: 100.0",
+            ),
+        ],
+    );
+    let data = tempfile::tempdir().expect("tempdir");
+    let endpoint = format!("http://{addr}");
+    let up = Up::start_with(data.path(), &root, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
+
+    let rid = place_order(&up, "otlp-1").await;
+    let mut order = Vec::new();
+    for _ in 0..80 {
+        let all = collector.spans();
+        let trace = all
+            .iter()
+            .find(|s| s.attrs.get("guid:x-request-id") == Some(&rid) && s.service == GATEWAY)
+            .map(|s| s.trace.clone());
+        order = all.into_iter().filter(|s| Some(&s.trace) == trace.as_ref()).collect();
+        if ORDER_SERVICES.iter().all(|svc| order.iter().any(|s| s.service == *svc)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let services: Vec<&str> = order.iter().map(|s| s.service.as_str()).collect();
+    for svc in ORDER_SERVICES {
+        assert!(services.contains(&svc), "{svc} exported its span: {services:?}");
+    }
+    let roots: Vec<&OSpan> = order.iter().filter(|s| s.parent.is_empty()).collect();
+    assert_eq!(roots.len(), 1, "one root: {order:#?}");
+    assert_eq!(roots[0].service, GATEWAY);
+    for s in &order {
+        assert!(
+            s.parent.is_empty() || order.iter().any(|p| p.id == s.parent),
+            "the parent of {s:?} is in the trace"
+        );
+    }
+    // The console keeps no traces when they are exported, and says where they went.
+    let page = common::admin_get(up.console, "/traces").await;
+    assert!(page.contains(&endpoint), "{page}");
+
+    // A retried call: one inbound span per attempt under the gateway's span, the first failing.
+    let mut client = ProductServiceClient::new(channel(&up).await);
+    let mut rids = Vec::new();
+    for _ in 0..40 {
+        if let Ok((_, _, rid)) = get_product(&mut client, &[]).await {
+            rids.push(rid);
+        }
+    }
+    let mut found = None;
+    for _ in 0..40 {
+        let all = collector.spans();
+        found = all
+            .iter()
+            .filter(|s| s.service == GATEWAY && rids.contains(&s.attrs["guid:x-request-id"]))
+            .find_map(|gw| {
+                let attempts: Vec<&OSpan> = all
+                    .iter()
+                    .filter(|s| s.parent == gw.id && s.service == "product-service.default")
+                    .collect();
+                let failed = attempts
+                    .iter()
+                    .filter(|a| a.attrs.get("grpc.status_code").map(String::as_str) == Some("14"))
+                    .count();
+                (attempts.len() >= 2 && failed >= 1).then(|| (attempts.len(), failed, gw.trace.clone()))
+            });
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (attempts, failed, trace) = found.expect("a GetProduct retried after UNAVAILABLE shows its attempts");
+    println!("trace {trace}: {attempts} attempts, {failed} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_follows_the_telemetry_resource() {
+    let copy = tempfile::tempdir().expect("tempdir");
+    let root = common::repo_copy(
+        copy.path(),
+        &[(
+            "manifests/istio/telemetry.yaml",
+            "randomSamplingPercentage: 100.0",
+            "randomSamplingPercentage: 0.0",
+        )],
+    );
+    let data = tempfile::tempdir().expect("tempdir");
+    let up = Up::start_with(data.path(), &root, &[]);
+    place_order(&up, "sampling-0").await;
+    let mut client = ProductServiceClient::new(channel(&up).await);
+    for _ in 0..20 {
+        get_product(&mut client, &[]).await.expect("GetProduct");
+    }
+    // The pods batch their spans for up to a second: give them three.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let services = console(&up, "/api/services").await;
+    assert_eq!(
+        services["data"],
+        serde_json::json!([]),
+        "nothing sampled at 0 %: {services}"
+    );
+
+    // A caller that sampled its trace is followed all the same (the sampled flag travels).
+    let (trace, parent) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let traceparent = format!("00-{trace}-{parent}-01");
+    get_product(&mut client, &[("traceparent", traceparent.as_str())])
+        .await
+        .expect("GetProduct");
+    let mut spans = Vec::new();
+    for _ in 0..40 {
+        let t = console(&up, &format!("/api/traces/{trace}")).await;
+        if !t["data"].is_null() {
+            spans = spans_of(&t["data"][0]);
+            if spans.iter().any(|s| s.service == "product") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let gw = spans.iter().find(|s| s.service == GATEWAY).expect("the gateway's span");
+    assert_eq!(gw.parent.as_deref(), Some(parent), "continues the caller's span");
+    assert!(spans.iter().any(|s| s.service == "product"), "{spans:#?}");
+}
