@@ -4,8 +4,8 @@ use std::fmt::{self, Display, Formatter, Write};
 
 use crate::duration::show;
 use crate::model::{
-    Backend, EnvValue, LoadBalancer, Mesh, PathMatch, RequestMatch, RetryPolicy, RouteAction, StringMatch,
-    TrafficPolicy,
+    Backend, EnvValue, LoadBalancer, Mesh, PathMatch, ProbeCheck, RequestMatch, RetryPolicy, RouteAction,
+    StringMatch, TelemetryScope, TrafficPolicy,
 };
 
 impl Display for StringMatch {
@@ -234,6 +234,40 @@ impl Display for Mesh {
                 })
                 .collect();
             writeln!(f, "  {} ×{} binary {}: {}", w.key, w.replicas, w.binary, env.join(" "))?;
+            if let Some(r) = &w.readiness {
+                let check = match &r.check {
+                    ProbeCheck::Grpc(s) if s.is_empty() => "gRPC health".to_string(),
+                    ProbeCheck::Grpc(s) => format!("gRPC health {s}"),
+                    ProbeCheck::Http(p) => format!("GET {p}"),
+                };
+                writeln!(
+                    f,
+                    "    readiness: {check} every {}, out after {} failures",
+                    show(r.period),
+                    r.failure_threshold
+                )?;
+            }
+        }
+        writeln!(f, "Tracing (Telemetry):")?;
+        if self.tracing.is_empty() {
+            writeln!(f, "  no Telemetry resource: 1 % sampled, no spans reported")?;
+        }
+        for t in &self.tracing {
+            let scope = match &t.scope {
+                TelemetryScope::Mesh => "every proxy".to_string(),
+                TelemetryScope::Namespace(ns) => format!("proxies in {ns}"),
+                TelemetryScope::Workloads(ns, sel) => {
+                    let sel: Vec<String> = sel.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("proxies in {ns} with {}", sel.join(","))
+                }
+            };
+            let sampling = t.sampling.map_or("inherited".to_string(), |p| format!("{p} %"));
+            let report = match t.report {
+                Some(true) => "reported",
+                Some(false) => "not reported",
+                None => "reporting inherited",
+            };
+            writeln!(f, "  {}: {scope}: sampling {sampling}, spans {report}", t.origin.object)?;
         }
         writeln!(f, "Not emulated locally ({}):", self.not_emulated.len())?;
         for n in &self.not_emulated {

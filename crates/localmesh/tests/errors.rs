@@ -122,3 +122,44 @@ fn lint_exits_0_on_the_repo_and_non_zero_on_a_broken_copy() {
         assert!(stderr.contains(part), "{stderr:?} lacks {part:?}");
     }
 }
+
+const TELEMETRY: &str = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n";
+
+#[test]
+fn sampling_outside_0_to_100_names_the_field() {
+    let e = err(&format!(
+        "{TELEMETRY}metadata: {{name: t, namespace: istio-system}}\nspec:\n  tracing:\n  - providers: [{{name: jaeger}}]\n    randomSamplingPercentage: 150\n"
+    ));
+    for part in ["Telemetry istio-system/t", "spec.tracing[0].randomSamplingPercentage", "150"] {
+        assert!(e.contains(part), "{e:?} lacks {part:?}");
+    }
+}
+
+#[test]
+fn the_narrowest_telemetry_resource_decides_each_proxys_tracing() {
+    let mesh = build(&format!(
+        "{TELEMETRY}metadata: {{name: mesh, namespace: istio-system}}\nspec:\n  tracing:\n  - providers: [{{name: jaeger}}]\n    randomSamplingPercentage: 10\n---\n\
+         {TELEMETRY}metadata: {{name: ns, namespace: shop}}\nspec:\n  tracing:\n  - randomSamplingPercentage: 50\n---\n\
+         {TELEMETRY}metadata: {{name: quiet, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  tracing:\n  - disableSpanReporting: true\n---\n\
+         {TELEMETRY}metadata: {{name: gw, namespace: gateway}}\nspec:\n  targetRefs: [{{kind: Gateway, group: gateway.networking.k8s.io, name: public}}]\n  tracing:\n  - randomSamplingPercentage: 100\n"
+    ))
+    .expect("valid");
+    let labels = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let t = |ns: &str, l: &[(&str, &str)]| {
+        let p = mesh.proxy_tracing(ns, &labels(l));
+        (p.sampling, p.report)
+    };
+    assert_eq!(t("default", &[("app", "web")]), (10.0, true), "the mesh-wide resource");
+    assert_eq!(t("shop", &[("app", "api")]), (50.0, true), "the namespace's percentage, the mesh's provider");
+    assert_eq!(t("shop", &[("app", "web")]), (50.0, false), "the workload's reporting, the namespace's percentage");
+    assert_eq!(
+        t("gateway", &[("gateway.networking.k8s.io/gateway-name", "public")]),
+        (100.0, true),
+        "a targetRef to the Gateway"
+    );
+    let none = build(SERVICE).expect("valid");
+    let p = none.proxy_tracing("default", &labels(&[]));
+    assert_eq!((p.sampling, p.report), (1.0, false), "no Telemetry: Istio's 1 %, nothing reported");
+}
