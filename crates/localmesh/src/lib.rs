@@ -11,6 +11,7 @@ pub mod build;
 pub mod console;
 pub mod duration;
 mod error;
+pub mod grpc;
 pub mod identity;
 pub mod model;
 pub mod outlier;
@@ -24,6 +25,7 @@ pub mod trace;
 pub mod unsupported;
 pub mod up;
 pub mod verify;
+pub mod viz;
 
 use std::path::Path;
 

@@ -73,6 +73,12 @@ enum Command {
     /// Offer gRPC load to the TLS gateway (open loop with --rate, closed loop with
     /// --concurrency) and print throughput, latency percentiles, errors and the version split.
     Load(load::LoadArgs),
+    /// Success rate, RPS and latency per Deployment and version from a running `localmesh up`.
+    Stat(localmesh::viz::stat::StatArgs),
+    /// The busiest paths, live from a running `localmesh up`'s requests (like `linkerd viz top`).
+    Top(localmesh::viz::top::TopArgs),
+    /// Requests as they pass a running `localmesh up`'s gateway and sidecars, one line each.
+    Tap(localmesh::viz::tap::TapArgs),
 }
 
 /// A size such as `64MiB`, `512KiB`, `1GiB` or a plain number of bytes.
@@ -175,5 +181,8 @@ fn main() -> ExitCode {
         },
         Command::Verify(args) => localmesh::verify::main(args),
         Command::Load(args) => load::main(args),
+        Command::Stat(args) => localmesh::viz::stat::main(args),
+        Command::Top(args) => localmesh::viz::top::main(args),
+        Command::Tap(args) => localmesh::viz::tap::main(args),
     }
 }

@@ -539,7 +539,11 @@ mod tests {
         assert_eq!(s.record(&r, false, true), None, "one failure is not enough");
         assert_eq!(s.record(&r, true, true), None, "a pass resets the count");
         assert_eq!(s.record(&r, false, true), None);
-        assert_eq!(s.record(&r, false, true), Some(false), "two in a row: out of the Service");
+        assert_eq!(
+            s.record(&r, false, true),
+            Some(false),
+            "two in a row: out of the Service"
+        );
         assert_eq!(s.record(&r, true, false), None);
         assert_eq!(s.record(&r, true, false), Some(true), "two passes: back in");
     }
@@ -564,6 +568,9 @@ mod tests {
         spec.route_upstream("product-service:50051", SocketAddr::from(([127, 0, 0, 1], 4000)));
         assert_eq!(spec.env[0].1, "http://127.0.0.1:4000");
         assert_eq!(spec.env[1].1, "http://order-service:50051");
-        assert_eq!(spec.env[2].1, "http://product-service:50051", "only the upstream variables");
+        assert_eq!(
+            spec.env[2].1, "http://product-service:50051",
+            "only the upstream variables"
+        );
     }
 }

@@ -53,11 +53,6 @@ pub struct Window {
     interned: Mutex<HashSet<Arc<str>>>,
 }
 
-/// Envoy's upstream-error gRPC codes (as the spans' `error` tag).
-fn grpc_failed(code: &str) -> bool {
-    matches!(code, "2" | "4" | "8" | "12" | "13" | "14" | "15")
-}
-
 impl Window {
     /// Samples `source` every [`SAMPLE_EVERY`] until the task is dropped.
     pub async fn run(self: Arc<Self>, source: impl Fn() -> Vec<MetricFamily>) {
@@ -94,7 +89,7 @@ impl Window {
                         .map_or("unknown", |l| l.value())
                 };
                 let code: u16 = label("response_code").parse().unwrap_or(0);
-                let failed = code == 0 || code >= 500 || grpc_failed(label("grpc_response_status"));
+                let failed = code == 0 || code >= 500 || crate::grpc::is_upstream_error(label("grpc_response_status"));
                 let key = Series {
                     reporter: self.intern(label("reporter")),
                     source_app: self.intern(label("source_app")),

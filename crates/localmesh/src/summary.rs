@@ -4,8 +4,8 @@ use std::fmt::{self, Display, Formatter, Write};
 
 use crate::duration::show;
 use crate::model::{
-    Backend, EnvValue, LoadBalancer, Mesh, PathMatch, ProbeCheck, RequestMatch, RetryPolicy, RouteAction,
-    StringMatch, TelemetryScope, TrafficPolicy,
+    Backend, EnvValue, LoadBalancer, Mesh, PathMatch, ProbeCheck, RequestMatch, RetryPolicy, RouteAction, StringMatch,
+    TelemetryScope, TrafficPolicy,
 };
 
 impl Display for StringMatch {

@@ -139,7 +139,17 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             out.push(proxy.serve_gateway(l.clone(), bind(port, "gateway http").await?, None)?);
         }
         let admin = bind(opts.admin_port, "admin, --admin-port").await?;
-        let console = bind(opts.console_port, "console, --console-port").await?;
+        let console = match bind(opts.console_port, "console, --console-port").await {
+            Ok(c) => c,
+            // Exporting to a Jaeger on this machine: its UI holds 16686, so the console (still
+            // showing the graph) moves aside instead of failing the start.
+            Err(e) if opts.export.is_some() => {
+                let c = bind(0, "console").await?;
+                tracing::warn!(error = %e, console = %c.local_addr()?, "the console's port is taken; using a free one");
+                c
+            }
+            Err(e) => return Err(e),
+        };
         Ok::<_, anyhow::Error>((out, admin, console))
     }
     .await;

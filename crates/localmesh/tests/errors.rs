@@ -130,7 +130,11 @@ fn sampling_outside_0_to_100_names_the_field() {
     let e = err(&format!(
         "{TELEMETRY}metadata: {{name: t, namespace: istio-system}}\nspec:\n  tracing:\n  - providers: [{{name: jaeger}}]\n    randomSamplingPercentage: 150\n"
     ));
-    for part in ["Telemetry istio-system/t", "spec.tracing[0].randomSamplingPercentage", "150"] {
+    for part in [
+        "Telemetry istio-system/t",
+        "spec.tracing[0].randomSamplingPercentage",
+        "150",
+    ] {
         assert!(e.contains(part), "{e:?} lacks {part:?}");
     }
 }
@@ -152,8 +156,16 @@ fn the_narrowest_telemetry_resource_decides_each_proxys_tracing() {
         (p.sampling, p.report)
     };
     assert_eq!(t("default", &[("app", "web")]), (10.0, true), "the mesh-wide resource");
-    assert_eq!(t("shop", &[("app", "api")]), (50.0, true), "the namespace's percentage, the mesh's provider");
-    assert_eq!(t("shop", &[("app", "web")]), (50.0, false), "the workload's reporting, the namespace's percentage");
+    assert_eq!(
+        t("shop", &[("app", "api")]),
+        (50.0, true),
+        "the namespace's percentage, the mesh's provider"
+    );
+    assert_eq!(
+        t("shop", &[("app", "web")]),
+        (50.0, false),
+        "the workload's reporting, the namespace's percentage"
+    );
     assert_eq!(
         t("gateway", &[("gateway.networking.k8s.io/gateway-name", "public")]),
         (100.0, true),
@@ -161,5 +173,9 @@ fn the_narrowest_telemetry_resource_decides_each_proxys_tracing() {
     );
     let none = build(SERVICE).expect("valid");
     let p = none.proxy_tracing("default", &labels(&[]));
-    assert_eq!((p.sampling, p.report), (1.0, false), "no Telemetry: Istio's 1 %, nothing reported");
+    assert_eq!(
+        (p.sampling, p.report),
+        (1.0, false),
+        "no Telemetry: Istio's 1 %, nothing reported"
+    );
 }

@@ -282,6 +282,62 @@ async fn the_local_run_shows_the_flows() {
     assert!(v1 + v2 >= 301, "the graph counted {v1} + {v2} of 301 calls");
     assert!((v2_share - 0.2).abs() < 0.1, "v2 share {v2_share}");
 
+    // `localmesh stat` over the same window: the versions' requests and their success.
+    let stat = cli(&up, &["stat", "--json", "-t", "2m"]).await;
+    let stat: Value = serde_json::from_str(&stat).unwrap_or_else(|e| panic!("stat --json: {e}: {stat}"));
+    let row = |w: &str| {
+        stat["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["workload"] == w)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {w} row in {stat:#}"))
+    };
+    let (r1, r2) = (row("product-v1"), row("product-v2"));
+    let (n1, n2) = (r1["requests"].as_u64().unwrap_or(0), r2["requests"].as_u64().unwrap_or(0));
+    assert!(n1 + n2 >= 301, "stat counted {n1} + {n2}: {stat:#}");
+    assert!(((n2 as f64 / (n1 + n2) as f64) - 0.2).abs() < 0.1, "{stat:#}");
+    for r in [&r1, &r2] {
+        assert_eq!(r["success_rate"], 1.0, "{r}");
+        assert!(r["p99_ms"].as_f64().is_some_and(|p| p > 0.0), "{r}");
+    }
+    assert_eq!((r1["version"].as_str(), r1["pods"].as_u64(), r1["ready"].as_u64()), (Some("v1"), Some(2), Some(2)));
+
+    // `localmesh tap` sees the calls as they pass, filtered by header; `top` counts them by path.
+    let tap = tokio::spawn(cli_owned(
+        &up,
+        &["tap", "--json", "--max", "3", "--header", "user-type:premium"],
+    ));
+    let top = tokio::spawn(cli_owned(&up, &["top", "--json", "--duration", "4s"]));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 0..30 {
+        let premium = if i % 5 == 0 { "premium" } else { "regular" };
+        get_product(&mut client, &[("user-type", premium)]).await.expect("GetProduct");
+    }
+    let tapped = tap.await.expect("tap");
+    let events: Vec<Value> = tapped.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(events.len(), 3, "{tapped}");
+    for e in &events {
+        assert_eq!(e["path"], "/product.ProductService/GetProduct", "{e}");
+        assert_eq!((e["proxy"].as_str(), e["upstream_version"].as_str()), (Some("gateway"), Some("v2")), "{e}");
+        assert!(e["upstream_pod"].as_str().is_some_and(|p| p.starts_with("product-v2-")), "{e}");
+        assert_eq!((e["status"].as_u64(), e["grpc_status"].as_str()), (Some(200), Some("0")), "{e}");
+        assert_eq!(e["trace_id"].as_str().map(str::len), Some(32), "{e}");
+    }
+    let top = top.await.expect("top");
+    let rows: Value = serde_json::from_str(&top).unwrap_or_else(|e| panic!("top --json: {e}: {top}"));
+    // One row per destination Service: product-service-v1 and -v2 at the gateway.
+    let gets: Vec<&Value> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["path"] == "/product.ProductService/GetProduct" && r["source"] == "public-api-gateway-istio")
+        .collect();
+    let counted: u64 = gets.iter().filter_map(|r| r["count"].as_u64()).sum();
+    assert_eq!(counted, 30, "the 30 calls made while top ran: {rows:#}");
+    assert!(gets.iter().any(|r| r["destination"].as_str().is_some_and(|d| d.starts_with("product-service-v2"))));
+
     // Prometheus HTTP SD: every pod's /metrics and the admin port, labelled as in the cluster.
     let sd: Value = serde_json::from_str(&common::admin_get(up.admin, "/sd").await).expect("SD JSON");
     let groups = sd.as_array().expect("a list of target groups");
@@ -351,6 +407,30 @@ async fn the_local_run_shows_the_flows() {
                 "a health check was traced: {spans:#?}"
             );
         }
+    }
+}
+
+/// Runs `localmesh <args> --admin <up's admin port>` and returns its stdout; it must exit 0.
+async fn cli(up: &Up, args: &[&str]) -> String {
+    cli_owned(up, args).await
+}
+
+fn cli_owned(up: &Up, args: &[&str]) -> impl Future<Output = String> + Send + 'static {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_localmesh"));
+    cmd.args(args).args(["--admin", &format!("127.0.0.1:{}", up.admin)]);
+    async move {
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .expect("join")
+            .expect("localmesh runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{:?}: {}\n{stdout}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
     }
 }
 

@@ -45,7 +45,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::identity::Identity;
 use crate::model::{
-    AbortStatus, Backend, Fault, Listener, Mesh, Redirect, RetryOn, RetryPolicy, RouteAction, TrafficPolicy,
+    AbortStatus, Backend, Fault, Listener, Mesh, ProxyTracing, Redirect, RetryOn, RetryPolicy, RouteAction,
+    TrafficPolicy,
 };
 use crate::outlier::{Outcome as OutlierOutcome, Outlier};
 use crate::select;
@@ -75,13 +76,20 @@ const BUFFER_WINDOW: Duration = Duration::from_millis(50);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
-enum Hop {
-    /// A gateway listener, and the gateway's own identity.
-    Gateway(Arc<Listener>, Arc<Identity>),
-    /// The sidecar of one pod (the caller); with a host, every request is routed as if its
-    /// `:authority` were that host (a per-upstream listener, for callers that dial
-    /// `127.0.0.1:<port>`).
-    Sidecar(Arc<Identity>, Option<Arc<str>>),
+struct Hop {
+    kind: HopKind,
+    /// The proxy the requests enter: the gateway, or the caller's sidecar.
+    source: Arc<Identity>,
+    /// Its tracing (the Telemetry resources), worked out once.
+    tracing: ProxyTracing,
+}
+
+#[derive(Debug, Clone)]
+enum HopKind {
+    Gateway(Arc<Listener>),
+    /// A sidecar listener; with a host, every request is routed as if its `:authority` were that
+    /// host (a per-upstream listener, for callers that dial `127.0.0.1:<port>`).
+    Sidecar(Option<Arc<str>>),
 }
 
 /// A running listener; dropping it (or [`Running::stop`]) stops accepting and closes its connections.
@@ -236,7 +244,7 @@ impl Proxy {
             &listener.gateway,
             &crate::identity::replica_name(&format!("{}-istio", listener.gateway.name), &listener.gateway.name),
         ));
-        let hop = Hop::Gateway(Arc::new(listener), identity);
+        let hop = self.hop(HopKind::Gateway(Arc::new(listener)), identity);
         let proxy = self.clone();
         let task = tokio::spawn(accept_loop(tcp, move |stream, peer| {
             let acceptor = acceptor.clone();
@@ -262,7 +270,7 @@ impl Proxy {
 
     /// Serves a plaintext (h2c and HTTP/1.1) sidecar listener for calls from the pod `source`.
     pub fn serve_sidecar(self: &Arc<Self>, source: Arc<Identity>, tcp: TcpListener) -> io::Result<Running> {
-        self.serve_sidecar_hop(Hop::Sidecar(source, None), tcp)
+        self.serve_sidecar_hop(self.hop(HopKind::Sidecar(None), source), tcp)
     }
 
     /// A sidecar listener for one upstream: every request on it is routed as if its `:authority`
@@ -275,7 +283,15 @@ impl Proxy {
         host: &str,
         tcp: TcpListener,
     ) -> io::Result<Running> {
-        self.serve_sidecar_hop(Hop::Sidecar(source, Some(Arc::from(host))), tcp)
+        self.serve_sidecar_hop(self.hop(HopKind::Sidecar(Some(Arc::from(host))), source), tcp)
+    }
+
+    fn hop(&self, kind: HopKind, source: Arc<Identity>) -> Hop {
+        Hop {
+            kind,
+            tracing: self.mesh.proxy_tracing(&source.namespace, &source.labels),
+            source,
+        }
     }
 
     fn serve_sidecar_hop(self: &Arc<Self>, hop: Hop, tcp: TcpListener) -> io::Result<Running> {
@@ -308,8 +324,8 @@ impl Proxy {
         let start = Instant::now();
         let mesh = self.mesh.clone();
         let (parts, body) = req.into_parts();
-        let authority = match &hop {
-            Hop::Sidecar(_, Some(host)) => host.to_string(),
+        let authority = match &hop.kind {
+            HopKind::Sidecar(Some(host)) => host.to_string(),
             _ => parts
                 .uri
                 .authority()
@@ -325,25 +341,24 @@ impl Proxy {
             }
         }
         let grpc = header_str(&parts.headers, "content-type").is_some_and(|c| c.starts_with("application/grpc"));
-        let (hop_name, source) = match &hop {
-            Hop::Gateway(_, id) => ("gateway", id.clone()),
-            Hop::Sidecar(id, _) => ("sidecar", id.clone()),
+        let hop_name = match &hop.kind {
+            HopKind::Gateway(_) => "gateway",
+            HopKind::Sidecar(_) => "sidecar",
         };
         // Envoy makes an x-request-id where a request arrives without one, once for all attempts.
         let request_id = telemetry::propagation::request_id(&parts.headers)
             .map_or_else(telemetry::propagation::new_request_id, str::to_string);
-        let tracing = mesh.proxy_tracing(&source.namespace, &source.labels);
         let tapping = self.recorder.tap.active();
         let mut ctx = Ctx {
             start,
             hop: hop_name,
             trace: RequestTrace::start(
                 &parts.headers,
-                &source,
-                tracing,
+                &hop.source,
+                hop.tracing,
                 telemetry::grpc::is_health_check(&sreq.path) || telemetry::http::is_probe(&sreq.path),
             ),
-            source,
+            source: hop.source.clone(),
             authority: authority.clone(),
             path: sreq.path.clone(),
             method: parts.method.to_string(),
@@ -352,8 +367,8 @@ impl Proxy {
             route: String::new(),
             tap_headers: tapping.then(|| parts.headers.clone()),
         };
-        let scheme = match &hop {
-            Hop::Gateway(l, _) if l.tls.is_some() => "https",
+        let scheme = match &hop.kind {
+            HopKind::Gateway(l) if l.tls.is_some() => "https",
             _ => "http",
         };
         let peer_text = if ctx.trace.recording() {
@@ -377,8 +392,8 @@ impl Proxy {
             grpc,
         };
 
-        let plan = match &hop {
-            Hop::Gateway(l, _) => {
+        let plan = match &hop.kind {
+            HopKind::Gateway(l) => {
                 sreq.port = Some(l.port);
                 match select::gateway(&mesh, l.port, &authority, &sreq) {
                     Err(_) => {
@@ -403,13 +418,13 @@ impl Proxy {
                     }
                 }
             }
-            Hop::Sidecar(s, _) => {
+            HopKind::Sidecar(_) => {
                 let port = authority
                     .rsplit_once(':')
                     .and_then(|(_, p)| p.parse().ok())
                     .unwrap_or(80);
                 sreq.port = Some(port);
-                match select::sidecar(&mesh, &s.namespace, &authority, &sreq) {
+                match select::sidecar(&mesh, &hop.source.namespace, &authority, &sreq) {
                     None => {
                         ctx.trace.describe(&info, || format!("egress {authority}"));
                         return self.no_route(ctx);

@@ -265,14 +265,8 @@ fn request_tags(r: &RequestInfo<'_>) -> Vec<Tag> {
     t
 }
 
-/// gRPC codes Envoy counts as upstream errors (`addGrpcResponseTags`): UNKNOWN,
-/// DEADLINE_EXCEEDED, UNIMPLEMENTED, RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
-fn grpc_error(code: &str) -> bool {
-    matches!(code, "2" | "4" | "12" | "8" | "13" | "14" | "15")
-}
-
 fn is_error(o: &Outcome<'_>) -> bool {
-    o.status == 0 || o.status >= 500 || o.grpc_status.is_some_and(grpc_error)
+    o.status == 0 || o.status >= 500 || o.grpc_status.is_some_and(crate::grpc::is_upstream_error)
 }
 
 fn outcome_tags(t: &mut Vec<Tag>, cluster: Option<&str>, o: &Outcome<'_>) {
