@@ -89,8 +89,9 @@ The first samples arrive after about 10 s. Queries to paste into http://127.0.0.
   # product calls at the gateway, per version (about 80/20 v1/v2):
   sum by (destination_version) (rate(istio_requests_total{reporter="source",source_workload="public-api-gateway-istio",destination_app="product-service"}[1m]))
 
-  # share of failed calls per destination workload (non-OK gRPC status or HTTP 5xx; workloads without errors do not show):
-  sum by (destination_workload) (rate(istio_requests_total{reporter="source",grpc_response_status!~"0|-|"}[1m]) or rate(istio_requests_total{reporter="source",response_code=~"5.."}[1m])) / sum by (destination_workload) (rate(istio_requests_total{reporter="source"}[1m]))
+  # share of failed calls per destination workload (no answer, HTTP 5xx, or a gRPC server error as Envoy counts them;
+  # workloads without errors do not show):
+  sum by (destination_workload) (rate(istio_requests_total{reporter="source",response_code=~"5..|0"}[1m]) or rate(istio_requests_total{reporter="source",grpc_response_status=~"2|4|8|12|13|14|15"}[1m])) / sum by (destination_workload) (rate(istio_requests_total{reporter="source"}[1m]))
 
   # p99 latency per destination workload, in ms (a stream counts once, with its whole duration):
   histogram_quantile(0.99, sum by (destination_workload, le) (rate(istio_request_duration_milliseconds_bucket{reporter="source"}[1m])))
