@@ -124,18 +124,29 @@ pub fn serve(shared: Shared, tcp: TcpListener) -> tokio::task::JoinHandle<()> {
         .route("/sd", get(sd))
         .route("/tap", get(tap))
         .route("/api/stat", get(stat))
-        .route("/api/graph", get(graph))
-        .fallback(|uri: axum::http::Uri| async move {
+        .route("/api/graph", get(graph));
+    serve_router("admin", app, shared, tcp)
+}
+
+/// Serves `app` (with a 404 naming the path for anything else) until the task is aborted.
+pub fn serve_router(
+    what: &'static str,
+    app: Router<Shared>,
+    shared: Shared,
+    tcp: TcpListener,
+) -> tokio::task::JoinHandle<()> {
+    let app = app
+        .fallback(move |uri: axum::http::Uri| async move {
             text(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                format!("no admin page {}\n", uri.path()),
+                format!("no {what} page {}\n", uri.path()),
             )
         })
         .with_state(shared);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(tcp, app).await {
-            tracing::warn!(error = %e, "the admin port stopped");
+            tracing::warn!(error = %e, "the {what} port stopped");
         }
     })
 }

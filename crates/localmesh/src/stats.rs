@@ -295,12 +295,8 @@ pub fn graph(w: &Window, window: Duration) -> Graph {
 /// One row of `localmesh stat`: requests into a workload at one version.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct StatRow {
-    pub namespace: String,
-    pub workload: String,
-    pub app: String,
-    pub version: String,
-    pub pods: usize,
-    pub ready: usize,
+    #[serde(flatten)]
+    pub of: WorkloadInfo,
     pub requests: u64,
     /// `None` without traffic in the window.
     pub success_rate: Option<f64>,
@@ -317,7 +313,7 @@ pub struct Stat {
 }
 
 /// A Deployment as `stat` lists it, traffic or not.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct WorkloadInfo {
     pub namespace: String,
     pub workload: String,
@@ -345,12 +341,7 @@ pub fn stat(w: &Window, window: Duration, workloads: &[WorkloadInfo]) -> Stat {
             }
             let n = t.requests;
             StatRow {
-                namespace: wl.namespace.clone(),
-                workload: wl.workload.clone(),
-                app: wl.app.clone(),
-                version: wl.version.clone(),
-                pods: wl.pods,
-                ready: wl.ready,
+                of: wl.clone(),
                 requests: n,
                 success_rate: (n > 0).then(|| (n - t.failed) as f64 / n as f64),
                 rps: per_second(n, covered),
@@ -360,7 +351,7 @@ pub fn stat(w: &Window, window: Duration, workloads: &[WorkloadInfo]) -> Stat {
             }
         })
         .collect();
-    rows.sort_by(|a, b| (&a.namespace, &a.workload).cmp(&(&b.namespace, &b.workload)));
+    rows.sort_by(|a, b| (&a.of.namespace, &a.of.workload).cmp(&(&b.of.namespace, &b.of.workload)));
     Stat {
         window_seconds: covered.as_secs_f64(),
         rows,
@@ -467,7 +458,7 @@ mod tests {
                 ready: 1,
             }),
         );
-        let row = |n: &str| s.rows.iter().find(|r| r.workload == n).unwrap().clone();
+        let row = |n: &str| s.rows.iter().find(|r| r.of.workload == n).unwrap().clone();
         assert_eq!(row("product-v2").success_rate, Some(0.75));
         assert_eq!(row("product-v1").requests, 80);
         assert_eq!(row("frontend").success_rate, None, "no traffic: no rate");

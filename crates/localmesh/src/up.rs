@@ -16,7 +16,8 @@ use crate::model::Protocol;
 use crate::pods::{self, PodOptions, Supervisor};
 use crate::proxy::{self, Proxy, Running, SpanOptions};
 use crate::stats::Window;
-use crate::trace::otlp::{self, Sink};
+use crate::trace::Sink;
+use crate::trace::otlp;
 use crate::trace::store::{Limits, Store};
 
 #[derive(Debug, Clone)]

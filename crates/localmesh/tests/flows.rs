@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use proto::product::GetProductRequest;
 use proto::product::product_service_client::ProductServiceClient;
 use serde_json::Value;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Uri};
+use tonic::transport::Channel;
 
 use common::{HOST, Up};
 
@@ -60,19 +60,7 @@ async fn place_order(up: &Up, key: &str) -> String {
 }
 
 async fn channel(up: &Up) -> Channel {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(
-            std::fs::read(up.root.join("gateway/certs/ca.crt")).expect("ca.crt"),
-        ))
-        .domain_name(HOST);
-    tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{}", up.gateway))
-        .expect("url")
-        .origin(Uri::from_static("https://sit-gateway.tcex.com.vn"))
-        .tls_config(tls)
-        .expect("tls")
-        .connect()
-        .await
-        .expect("connect to the gateway")
+    common::gateway_channel(&up.root, up.gateway).await
 }
 
 /// GetProduct 123 through the gateway: (version, pod, request id) of the answer, or the status.
@@ -295,14 +283,20 @@ async fn the_local_run_shows_the_flows() {
             .unwrap_or_else(|| panic!("no {w} row in {stat:#}"))
     };
     let (r1, r2) = (row("product-v1"), row("product-v2"));
-    let (n1, n2) = (r1["requests"].as_u64().unwrap_or(0), r2["requests"].as_u64().unwrap_or(0));
+    let (n1, n2) = (
+        r1["requests"].as_u64().unwrap_or(0),
+        r2["requests"].as_u64().unwrap_or(0),
+    );
     assert!(n1 + n2 >= 301, "stat counted {n1} + {n2}: {stat:#}");
     assert!(((n2 as f64 / (n1 + n2) as f64) - 0.2).abs() < 0.1, "{stat:#}");
     for r in [&r1, &r2] {
         assert_eq!(r["success_rate"], 1.0, "{r}");
         assert!(r["p99_ms"].as_f64().is_some_and(|p| p > 0.0), "{r}");
     }
-    assert_eq!((r1["version"].as_str(), r1["pods"].as_u64(), r1["ready"].as_u64()), (Some("v1"), Some(2), Some(2)));
+    assert_eq!(
+        (r1["version"].as_str(), r1["pods"].as_u64(), r1["ready"].as_u64()),
+        (Some("v1"), Some(2), Some(2))
+    );
 
     // `localmesh tap` sees the calls as they pass, filtered by header; `top` counts them by path.
     let tap = tokio::spawn(cli_owned(
@@ -313,16 +307,32 @@ async fn the_local_run_shows_the_flows() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for i in 0..30 {
         let premium = if i % 5 == 0 { "premium" } else { "regular" };
-        get_product(&mut client, &[("user-type", premium)]).await.expect("GetProduct");
+        get_product(&mut client, &[("user-type", premium)])
+            .await
+            .expect("GetProduct");
     }
     let tapped = tap.await.expect("tap");
-    let events: Vec<Value> = tapped.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let events: Vec<Value> = tapped
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
     assert_eq!(events.len(), 3, "{tapped}");
     for e in &events {
         assert_eq!(e["path"], "/product.ProductService/GetProduct", "{e}");
-        assert_eq!((e["proxy"].as_str(), e["upstream_version"].as_str()), (Some("gateway"), Some("v2")), "{e}");
-        assert!(e["upstream_pod"].as_str().is_some_and(|p| p.starts_with("product-v2-")), "{e}");
-        assert_eq!((e["status"].as_u64(), e["grpc_status"].as_str()), (Some(200), Some("0")), "{e}");
+        assert_eq!(
+            (e["proxy"].as_str(), e["upstream_version"].as_str()),
+            (Some("gateway"), Some("v2")),
+            "{e}"
+        );
+        assert!(
+            e["upstream_pod"].as_str().is_some_and(|p| p.starts_with("product-v2-")),
+            "{e}"
+        );
+        assert_eq!(
+            (e["status"].as_u64(), e["grpc_status"].as_str()),
+            (Some(200), Some("0")),
+            "{e}"
+        );
         assert_eq!(e["trace_id"].as_str().map(str::len), Some(32), "{e}");
     }
     let top = top.await.expect("top");
@@ -336,7 +346,11 @@ async fn the_local_run_shows_the_flows() {
         .collect();
     let counted: u64 = gets.iter().filter_map(|r| r["count"].as_u64()).sum();
     assert_eq!(counted, 30, "the 30 calls made while top ran: {rows:#}");
-    assert!(gets.iter().any(|r| r["destination"].as_str().is_some_and(|d| d.starts_with("product-service-v2"))));
+    assert!(gets.iter().any(|r| {
+        r["destination"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("product-service-v2"))
+    }));
 
     // Prometheus HTTP SD: every pod's /metrics and the admin port, labelled as in the cluster.
     let sd: Value = serde_json::from_str(&common::admin_get(up.admin, "/sd").await).expect("SD JSON");

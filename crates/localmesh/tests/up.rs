@@ -78,18 +78,7 @@ async fn up_serves_the_suite_through_the_tls_gateway_and_stops_cleanly() {
     assert_eq!(pods.len(), 7, "every replica started: {pids:?}");
 
     let ca = root.join("gateway/certs/ca.crt");
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(&ca).expect("ca.crt")))
-        .domain_name(HOST);
-    let channel = tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{gw}"))
-        .expect("url")
-        .origin(Uri::from_static("https://sit-gateway.tcex.com.vn"))
-        .tls_config(tls)
-        .expect("tls")
-        .connect()
-        .await
-        .expect("connect to the gateway");
-    let mut client = ProductServiceClient::new(channel);
+    let mut client = ProductServiceClient::new(common::gateway_channel(&root, gw).await);
     let (_, pod) = get(&mut client, false).await;
     assert!(pod.starts_with("product-v"), "{pod}");
     let mut versions = std::collections::BTreeSet::new();

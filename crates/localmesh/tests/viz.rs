@@ -13,7 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt as _;
-use localmesh::stats::{Stat, StatRow};
+use localmesh::stats::{Stat, StatRow, WorkloadInfo};
 use localmesh::tap::{Filter, TapEvent};
 use serde_json::{Value, json};
 
@@ -58,12 +58,14 @@ fn bad_request(msg: String) -> Response {
 
 fn canned_stat() -> Stat {
     let row = |workload: &str, version: &str, pods, requests, success, rps, p: Option<[f64; 3]>| StatRow {
-        namespace: "default".into(),
-        workload: workload.into(),
-        app: workload.split('-').next().unwrap_or(workload).to_string() + "-service",
-        version: version.into(),
-        pods,
-        ready: pods,
+        of: WorkloadInfo {
+            namespace: "default".into(),
+            workload: workload.into(),
+            app: workload.split('-').next().unwrap_or(workload).to_string() + "-service",
+            version: version.into(),
+            pods,
+            ready: pods,
+        },
         requests,
         success_rate: success,
         rps,

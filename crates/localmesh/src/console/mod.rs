@@ -37,20 +37,8 @@ pub fn serve(shared: Shared, tcp: TcpListener) -> tokio::task::JoinHandle<()> {
         .route("/api/operations", get(api_operations))
         .route("/api/traces", get(api_traces))
         .route("/api/traces/{id}", get(api_trace))
-        .route("/api/graph", get(crate::admin::graph))
-        .fallback(|uri: axum::http::Uri| async move {
-            text(
-                StatusCode::NOT_FOUND,
-                "text/plain",
-                format!("no console page {}\n", uri.path()),
-            )
-        })
-        .with_state(shared);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(tcp, app).await {
-            tracing::warn!(error = %e, "the console stopped");
-        }
-    })
+        .route("/api/graph", get(crate::admin::graph));
+    crate::admin::serve_router("console", app, shared, tcp)
 }
 
 fn html(status: StatusCode, body: String) -> Response {

@@ -190,7 +190,8 @@ pub fn traces(list: &[Summary], f: &ListFilter, services: &[String], problems: &
 /// The version and pod a span names: Istio's tags on proxy spans, the resource on app spans.
 fn version_pod(s: &Span) -> (String, String) {
     let text = |v: Option<&Value>| v.map(|v| v.as_text().into_owned());
-    let version = text(s.tag("istio.canonical_revision"))
+    let version = s
+        .tag_text("istio.canonical_revision")
         .or_else(|| text(s.process.tag("service.version")))
         .unwrap_or_default();
     let pod = text(s.process.tag("k8s.pod.name")).unwrap_or_default();
@@ -198,7 +199,7 @@ fn version_pod(s: &Span) -> (String, String) {
 }
 
 fn status(s: &Span) -> String {
-    let code = |k: &str| s.tag(k).map(|v| v.as_text().into_owned());
+    let code = |k: &str| s.tag_text(k);
     match (
         code("http.status_code").or_else(|| code("http.response.status_code")),
         code("grpc.status_code").or_else(|| code("rpc.grpc.status_code")),

@@ -51,7 +51,7 @@ use crate::model::{
 use crate::outlier::{Outcome as OutlierOutcome, Outlier};
 use crate::select;
 use crate::tap::Tap;
-use crate::trace::{self, Tracer, otlp::Sink, store::Store};
+use crate::trace::{self, Sink, Tracer, store::Store};
 
 pub use crate::identity::GATEWAY_WORKLOAD;
 use body::{Observed, Prefixed, Replay};
@@ -180,12 +180,11 @@ impl Proxy {
     pub fn with_spans(mesh: Mesh, endpoints: Arc<Endpoints>, spans: SpanOptions) -> prometheus::Result<Arc<Self>> {
         let registry = Registry::new();
         let metrics = ProxyMetrics::new(&registry)?;
-        let (tracer, rx) = Tracer::new(&registry, spans.queue)?;
         let store = match &spans.sink {
             Sink::Store(s) => Some(s.clone()),
             Sink::Otlp(_) => None,
         };
-        tokio::spawn(trace::otlp::run_sink(rx, spans.sink));
+        let tracer = Tracer::new(&registry, spans.sink, spans.queue)?;
         Ok(Arc::new(Proxy {
             mesh: Arc::new(mesh),
             endpoints,
@@ -516,7 +515,7 @@ impl Proxy {
         let inbound = ctx.trace.recording().then(|| {
             (
                 names::trace_operation(&fqdn, svc_port),
-                names::inbound_cluster(mesh, service, svc_port),
+                Arc::<str>::from(names::inbound_cluster(mesh, service, svc_port)),
             )
         });
         let inbound_for = |ep: &Endpoint| {

@@ -57,7 +57,8 @@ fn tags<'a>(t: impl Iterator<Item = &'a Tag>) -> Vec<Json> {
 }
 
 fn span_json(s: &Span, process_id: &str) -> Json {
-    let mut t = tags(s.all_tags());
+    let all = s.all_tags();
+    let mut t = tags(all.iter());
     let has = |t: &[Json], k: &str| t.iter().any(|j| j["key"] == k);
     if let Some(kind) = s.kind.as_tag()
         && !has(&t, "span.kind")

@@ -1,7 +1,7 @@
 //! Spans: the gateway's and each sidecar hop's, as Istio's Envoys make them, and the pods' own
 //! (received over OTLP). [`context`] reads and writes trace headers, [`span`] is the one span
 //! model, [`store`] keeps recent traces, [`otlp`] receives and exports, [`jaeger`] answers Jaeger's
-//! query API. [`Tracer`] is what the proxy holds: the sampling decision and the way out.
+//! query API. [`Tracer`] is what the proxy holds: where finished spans go.
 
 pub mod context;
 pub mod jaeger;
@@ -9,39 +9,71 @@ pub mod otlp;
 pub mod span;
 pub mod store;
 
+use std::sync::{Arc, Mutex};
+
 use prometheus::{IntCounter, Registry};
-use tokio::sync::mpsc;
 
 pub use context::{Parent, SpanId, TraceId};
 pub use span::Span;
+use store::Store;
 
-/// `--span-queue`: finished spans waiting for the store or the exporter; beyond it spans are
-/// dropped (and counted in `localmesh_spans_dropped_total`) rather than slow a request.
+/// `--span-queue`: finished spans waiting for the exporter; beyond it spans are dropped (and
+/// counted in `localmesh_spans_dropped_total`) rather than slow a request.
 pub const DEFAULT_QUEUE: usize = 8192;
 
-/// Where finished proxy spans go, and how many were dropped on the way.
+/// Where localmesh's own spans go.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// Kept here, for the console.
+    Store(Arc<Store>),
+    /// An OTLP/gRPC collector's URL.
+    Otlp(String),
+}
+
+/// Where finished proxy spans go. Reporting never waits and never wakes another task per span:
+/// spans go straight into the store (one short lock), or into a bounded buffer that the exporter
+/// drains on its own schedule.
 #[derive(Debug, Clone)]
 pub struct Tracer {
-    tx: mpsc::Sender<Span>,
+    out: Out,
     dropped: IntCounter,
 }
 
+#[derive(Debug, Clone)]
+enum Out {
+    Store(Arc<Store>),
+    Export(Arc<otlp::Outbox>),
+}
+
 impl Tracer {
-    /// A tracer whose spans arrive on the returned receiver (see [`otlp::run_sink`]).
-    pub fn new(registry: &Registry, queue: usize) -> prometheus::Result<(Tracer, mpsc::Receiver<Span>)> {
+    /// A tracer sending to `sink`; with an OTLP collector, it also starts the exporter task (call
+    /// inside a Tokio runtime).
+    pub fn new(registry: &Registry, sink: Sink, queue: usize) -> prometheus::Result<Tracer> {
         let dropped = IntCounter::new(
             "localmesh_spans_dropped_total",
-            "Proxy spans dropped because the span queue was full",
+            "Proxy spans dropped because the export queue was full",
         )?;
         registry.register(Box::new(dropped.clone()))?;
-        let (tx, rx) = mpsc::channel(queue.max(1));
-        Ok((Tracer { tx, dropped }, rx))
+        let out = match sink {
+            Sink::Store(s) => Out::Store(s),
+            Sink::Otlp(endpoint) => {
+                let outbox = Arc::new(otlp::Outbox::new(queue.max(1)));
+                tokio::spawn(otlp::export(outbox.clone(), endpoint));
+                Out::Export(outbox)
+            }
+        };
+        Ok(Tracer { out, dropped })
     }
 
-    /// Sends a finished span on, never waiting: a full queue drops it.
+    /// Sends a finished span on; a full export queue drops it.
     pub fn report(&self, span: Span) {
-        if self.tx.try_send(span).is_err() {
-            self.dropped.inc();
+        match &self.out {
+            Out::Store(s) => s.insert(std::iter::once(span)),
+            Out::Export(o) => {
+                if !o.push(span) {
+                    self.dropped.inc();
+                }
+            }
         }
     }
 }
@@ -50,4 +82,9 @@ impl Tracer {
 /// arrives without a sampling decision).
 pub fn sample(percent: f64) -> bool {
     percent >= 100.0 || (percent > 0.0 && rand::random::<f64>() * 100.0 < percent)
+}
+
+/// A `Mutex<Vec<T>>` taken whole: what a batch consumer swaps out.
+pub(crate) fn take_all<T>(m: &Mutex<Vec<T>>) -> Vec<T> {
+    std::mem::take(&mut *crate::lock(m))
 }

@@ -2,6 +2,7 @@
 //! localmesh's own spans to the user's collector (`OTEL_EXPORTER_OTLP_ENDPOINT`, e.g. Jaeger's
 //! all-in-one on :4317).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,10 +16,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1 as pb;
 use prost::Message as _;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 
 use super::context::{SpanId, TraceId};
-use super::span::{Event, Kind, Process, Span, Tag, Value};
+use super::span::{Event, Kind, Process, Span, Tag, Tags, Value};
 use super::store::Store;
 
 /// The largest OTLP request the receiver takes (gRPC's usual 4 MiB; a pod's batch of 512 spans is
@@ -29,20 +29,40 @@ const BATCH: usize = 512;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 
-fn value(v: &AnyValue) -> Option<Value> {
-    Some(match v.value.as_ref()? {
-        any_value::Value::StringValue(s) => Value::Str(s.clone()),
-        any_value::Value::BoolValue(b) => Value::Bool(*b),
-        any_value::Value::IntValue(i) => Value::Int(*i),
-        any_value::Value::DoubleValue(f) => Value::Float(*f),
+fn value(v: AnyValue) -> Option<Value> {
+    Some(match v.value? {
+        any_value::Value::StringValue(s) => Value::Str(s),
+        any_value::Value::BoolValue(b) => Value::Bool(b),
+        any_value::Value::IntValue(i) => Value::Int(i),
+        any_value::Value::DoubleValue(f) => Value::Float(f),
         // Arrays, maps and bytes are shown as text, as Jaeger shows them.
         other => Value::Str(format!("{other:?}")),
     })
 }
 
-fn tags(kvs: &[KeyValue]) -> Vec<Tag> {
-    kvs.iter()
-        .filter_map(|kv| Some((kv.key.clone().into(), value(kv.value.as_ref()?)?)))
+/// Attribute names kept once for the life of the process; a sender inventing more names than
+/// this gets copies instead, so the table stays bounded.
+const MAX_KEYS: usize = 4096;
+
+/// An attribute name, shared when it has been seen before (they are few: `http.method`, ...).
+fn key(k: String) -> Cow<'static, str> {
+    static KEYS: std::sync::LazyLock<Mutex<HashMap<String, &'static str>>> =
+        std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+    let mut keys = crate::lock(&KEYS);
+    if let Some(k) = keys.get(&k) {
+        return Cow::Borrowed(k);
+    }
+    if keys.len() >= MAX_KEYS {
+        return Cow::Owned(k);
+    }
+    let shared: &'static str = Box::leak(k.clone().into_boxed_str());
+    keys.insert(k, shared);
+    Cow::Borrowed(shared)
+}
+
+fn tags(kvs: Vec<KeyValue>) -> Vec<Tag> {
+    kvs.into_iter()
+        .filter_map(|kv| Some((key(kv.key), value(kv.value?)?)))
         .collect()
 }
 
@@ -102,7 +122,7 @@ impl Processes {
         if let Some(p) = map.get(&key) {
             return p.clone();
         }
-        let mut t = r.map(|r| tags(&r.attributes)).unwrap_or_default();
+        let mut t = r.map(|r| tags(r.attributes.clone())).unwrap_or_default();
         let service = t
             .iter()
             .position(|(k, _)| k == "service.name")
@@ -149,14 +169,14 @@ fn decode(req: ExportTraceServiceRequest, processes: &Processes) -> (Vec<Span>, 
                     kind: kind(s.kind),
                     start_unix_nanos: s.start_time_unix_nano,
                     duration_nanos: s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano),
-                    tags: tags(&s.attributes),
+                    tags: Tags::Owned(tags(s.attributes)),
                     events: s
                         .events
-                        .iter()
+                        .into_iter()
                         .map(|e| Event {
                             time_unix_nanos: e.time_unix_nano,
-                            name: e.name.clone(),
-                            tags: tags(&e.attributes),
+                            name: e.name,
+                            tags: tags(e.attributes),
                         })
                         .collect(),
                     error,
@@ -182,7 +202,7 @@ pub fn encode(spans: &[Span]) -> ExportTraceServiceRequest {
             kind: kind_pb(s.kind) as i32,
             start_time_unix_nano: s.start_unix_nanos,
             end_time_unix_nano: s.end_unix_nanos(),
-            attributes: key_values(s.all_tags()),
+            attributes: key_values(s.all_tags().iter()),
             events: s
                 .events
                 .iter()
@@ -290,61 +310,63 @@ pub fn serve_receiver(
     Ok((addr, task))
 }
 
-/// Where localmesh's own spans go.
-#[derive(Debug, Clone)]
-pub enum Sink {
-    Store(Arc<Store>),
-    /// An OTLP/gRPC collector's URL.
-    Otlp(String),
+/// Proxy spans waiting for the exporter, at most `cap` of them.
+#[derive(Debug)]
+pub struct Outbox {
+    spans: Mutex<Vec<Span>>,
+    cap: usize,
+    full: tokio::sync::Notify,
 }
 
-/// Drains `rx` into the sink until every sender is gone: the store takes spans in batches; the
-/// exporter sends a request every [`FLUSH_EVERY`] or [`BATCH`] spans, and drops what a collector
-/// that is down cannot take (with a warning), as Envoy does.
-pub async fn run_sink(mut rx: mpsc::Receiver<Span>, sink: Sink) {
-    let mut batch = Vec::with_capacity(BATCH);
-    match sink {
-        Sink::Store(store) => {
-            while rx.recv_many(&mut batch, BATCH).await > 0 {
-                store.insert(batch.drain(..));
-            }
+impl Outbox {
+    pub fn new(cap: usize) -> Self {
+        Outbox {
+            spans: Mutex::new(Vec::new()),
+            cap,
+            full: tokio::sync::Notify::new(),
         }
-        Sink::Otlp(endpoint) => {
-            let channel = match tonic::transport::Endpoint::from_shared(endpoint.clone()) {
-                Ok(e) => e.timeout(EXPORT_TIMEOUT).connect_lazy(),
-                Err(e) => {
-                    tracing::error!(endpoint, error = %e, "not an OTLP endpoint URL; spans are dropped");
-                    while rx.recv().await.is_some() {}
-                    return;
-                }
-            };
-            let mut client = TraceServiceClient::new(channel);
-            let mut warned: Option<tokio::time::Instant> = None;
-            loop {
-                let deadline = tokio::time::sleep(FLUSH_EVERY);
-                tokio::pin!(deadline);
-                let open = loop {
-                    tokio::select! {
-                        n = rx.recv_many(&mut batch, BATCH) => {
-                            if n == 0 { break false; }
-                            if batch.len() >= BATCH { break true; }
-                        }
-                        () = &mut deadline => break true,
-                    }
-                };
-                if !batch.is_empty() {
-                    let req = encode(&batch);
-                    batch.clear();
-                    if let Err(e) = client.export(req).await
-                        && warned.is_none_or(|t| t.elapsed() > Duration::from_secs(30))
-                    {
-                        warned = Some(tokio::time::Instant::now());
-                        tracing::warn!(endpoint, error = %e, "exporting spans failed; they are dropped");
-                    }
-                }
-                if !open {
-                    return;
-                }
+    }
+
+    /// Queues a span; `false` when the queue is full (the span is dropped). The exporter is woken
+    /// only when a batch is ready, not per span.
+    pub fn push(&self, span: Span) -> bool {
+        let mut spans = crate::lock(&self.spans);
+        if spans.len() >= self.cap {
+            return false;
+        }
+        spans.push(span);
+        if spans.len() == BATCH {
+            self.full.notify_one();
+        }
+        true
+    }
+}
+
+/// Sends the outbox to an OTLP/gRPC collector every [`FLUSH_EVERY`], or as soon as [`BATCH`]
+/// spans wait, until the task is aborted; what a collector that is down cannot take is dropped
+/// (with a warning at most every 30 s), as Envoy does.
+pub async fn export(outbox: Arc<Outbox>, endpoint: String) {
+    let channel = match tonic::transport::Endpoint::from_shared(endpoint.clone()) {
+        Ok(e) => e.timeout(EXPORT_TIMEOUT).connect_lazy(),
+        Err(e) => {
+            tracing::error!(endpoint, error = %e, "not an OTLP endpoint URL; spans are dropped");
+            return;
+        }
+    };
+    let mut client = TraceServiceClient::new(channel);
+    let mut warned: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            () = outbox.full.notified() => {}
+            () = tokio::time::sleep(FLUSH_EVERY) => {}
+        }
+        let spans = super::take_all(&outbox.spans);
+        for batch in spans.chunks(BATCH) {
+            if let Err(e) = client.export(encode(batch)).await
+                && warned.is_none_or(|t| t.elapsed() > Duration::from_secs(30))
+            {
+                warned = Some(tokio::time::Instant::now());
+                tracing::warn!(endpoint, error = %e, "exporting spans failed; they are dropped");
             }
         }
     }
@@ -369,7 +391,7 @@ mod tests {
             kind: Kind::Server,
             start_unix_nanos: 1_000,
             duration_nanos: 500,
-            tags: vec![("http.status_code".into(), Value::from("200"))],
+            tags: Tags::Owned(vec![("http.status_code".into(), Value::from("200"))]),
             events: Vec::new(),
             error: true,
             status_message: None,
@@ -382,7 +404,7 @@ mod tests {
         assert_eq!((b.kind, b.duration_nanos, b.error), (Kind::Server, 500, true));
         assert_eq!(b.process.service, "frontend.default");
         assert_eq!(
-            b.tag_str("component"),
+            b.tag_text("component").as_deref(),
             Some("proxy"),
             "per-process span tags go on each span"
         );

@@ -60,13 +60,6 @@ impl Value {
             Value::Float(f) => Cow::Owned(f.to_string()),
         }
     }
-
-    fn bytes(&self) -> usize {
-        match self {
-            Value::Str(s) => s.len(),
-            _ => 8,
-        }
-    }
 }
 
 impl From<&str> for Value {
@@ -109,6 +102,33 @@ pub struct Event {
     pub tags: Vec<Tag>,
 }
 
+/// Tags written out only when read: a proxy keeps its spans' tags as the request's facts (shared
+/// by the hop and attempt spans), which costs a few allocations per request instead of a few
+/// dozen, and little memory in the store.
+pub trait LazyTags: std::fmt::Debug + Send + Sync {
+    /// Every tag, in order.
+    fn tags(&self) -> Vec<Tag>;
+    /// One tag, without writing out the others where that is cheaper.
+    fn get(&self, key: &str) -> Option<Value> {
+        self.tags().into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+    /// What keeping them costs, roughly (see [`Span::approx_bytes`]).
+    fn bytes(&self) -> usize;
+}
+
+#[derive(Debug, Clone)]
+pub enum Tags {
+    /// As received (the apps' spans).
+    Owned(Vec<Tag>),
+    Lazy(Arc<dyn LazyTags>),
+}
+
+impl Default for Tags {
+    fn default() -> Self {
+        Tags::Owned(Vec::new())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Span {
     pub trace_id: TraceId,
@@ -118,7 +138,7 @@ pub struct Span {
     pub kind: Kind,
     pub start_unix_nanos: u64,
     pub duration_nanos: u64,
-    pub tags: Vec<Tag>,
+    pub tags: Tags,
     pub events: Vec<Event>,
     /// OpenTelemetry status ERROR.
     pub error: bool,
@@ -126,27 +146,65 @@ pub struct Span {
     pub process: Arc<Process>,
 }
 
+/// A heap allocation's cost beyond its bytes (malloc's header and rounding), for estimates.
+const ALLOC: usize = 16;
+
+/// What a string costs on the heap.
+pub fn string_bytes(s: &str) -> usize {
+    if s.is_empty() {
+        0
+    } else {
+        s.len().next_multiple_of(16) + ALLOC
+    }
+}
+
+fn tag_bytes(t: &[Tag]) -> usize {
+    t.len() * std::mem::size_of::<Tag>()
+        + t.iter()
+            .map(|(k, v)| {
+                let key = match k {
+                    Cow::Borrowed(_) => 0,
+                    Cow::Owned(k) => string_bytes(k),
+                };
+                key + if let Value::Str(s) = v { string_bytes(s) } else { 0 }
+            })
+            .sum::<usize>()
+}
+
 impl Span {
-    /// The span's own tags, then its process's per-span tags.
-    pub fn all_tags(&self) -> impl Iterator<Item = &Tag> {
-        self.tags.iter().chain(self.process.span_tags.iter())
+    /// The span's own tags, then its process's per-span tags, written out.
+    pub fn all_tags(&self) -> Vec<Tag> {
+        let mut out = match &self.tags {
+            Tags::Owned(t) => t.clone(),
+            Tags::Lazy(l) => l.tags(),
+        };
+        out.extend(self.process.span_tags.iter().cloned());
+        out
     }
 
-    pub fn tag(&self, key: &str) -> Option<&Value> {
-        self.all_tags().find(|(k, _)| k == key).map(|(_, v)| v)
+    pub fn tag(&self, key: &str) -> Option<Cow<'_, Value>> {
+        let own = match &self.tags {
+            Tags::Owned(t) => t.iter().find(|(k, _)| k == key).map(|(_, v)| Cow::Borrowed(v)),
+            Tags::Lazy(l) => l.get(key).map(Cow::Owned),
+        };
+        own.or_else(|| {
+            self.process
+                .span_tags
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| Cow::Borrowed(v))
+        })
     }
 
-    pub fn tag_str(&self, key: &str) -> Option<&str> {
-        match self.tag(key)? {
-            Value::Str(s) => Some(s),
-            _ => None,
-        }
+    /// A tag as text (`true`, `200`, the string itself).
+    pub fn tag_text(&self, key: &str) -> Option<String> {
+        self.tag(key).map(|v| v.as_text().into_owned())
     }
 
     /// Whether the span reports a failure: status ERROR or an `error` tag that is true.
     pub fn is_error(&self) -> bool {
         self.error
-            || match self.tag("error") {
+            || match self.tag("error").as_deref() {
                 Some(Value::Bool(b)) => *b,
                 Some(Value::Str(s)) => s == "true",
                 _ => false,
@@ -157,22 +215,27 @@ impl Span {
         self.start_unix_nanos.saturating_add(self.duration_nanos)
     }
 
-    /// What the span costs to keep, roughly (its strings plus fixed overhead; the process is
-    /// shared and not counted).
+    /// What the span costs to keep, with the allocator's overhead: the span in its `Arc`, its
+    /// strings and tags (the process is shared and not counted).
     pub fn approx_bytes(&self) -> usize {
-        let tags = |t: &[Tag]| t.iter().map(|(k, v)| k.len() + v.bytes() + 48).sum::<usize>();
-        160 + self.name.len()
-            + tags(&self.tags)
+        std::mem::size_of::<Span>()
+            + 2 * std::mem::size_of::<usize>()
+            + ALLOC
+            + string_bytes(&self.name)
+            + match &self.tags {
+                Tags::Owned(t) => tag_bytes(t) + if t.is_empty() { 0 } else { ALLOC },
+                Tags::Lazy(l) => l.bytes(),
+            }
             + self
                 .events
                 .iter()
-                .map(|e| 48 + e.name.len() + tags(&e.tags))
+                .map(|e| std::mem::size_of::<Event>() + string_bytes(&e.name) + tag_bytes(&e.tags))
                 .sum::<usize>()
-            + self.status_message.as_ref().map_or(0, String::len)
+            + self.status_message.as_deref().map_or(0, string_bytes)
     }
 }
 
-/// Microseconds since the Unix epoch, now.
+/// Nanoseconds since the Unix epoch, now.
 pub fn now_unix_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

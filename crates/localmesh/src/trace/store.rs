@@ -218,7 +218,7 @@ fn span_matches(q: &Query, s: &Span) -> bool {
         if k == "error" && want == "true" && s.is_error() {
             return true;
         }
-        s.tag(k).is_some_and(has) || s.process.tag(k).is_some_and(has)
+        s.tag(k).is_some_and(|v| has(&v)) || s.process.tag(k).is_some_and(has)
     })
 }
 
@@ -273,14 +273,11 @@ impl Trace {
             root_service: root.map(|s| s.process.service.clone()).unwrap_or_default(),
             root_operation: root.map(|s| s.name.clone()).unwrap_or_default(),
             root_request: root.and_then(|s| {
-                let url = s.tag_str("http.url")?;
-                let path = url.split_once("://").map_or(url, |(_, rest)| rest);
-                let path = path.find('/').map_or("/", |i| &path[i..]);
-                Some(
-                    format!("{} {path}", s.tag_str("http.method").unwrap_or(""))
-                        .trim()
-                        .to_string(),
-                )
+                let url = s.tag_text("http.url")?;
+                let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+                let path = rest.find('/').map_or("/", |i| &rest[i..]);
+                let method = s.tag_text("http.method").unwrap_or_default();
+                Some(format!("{method} {path}").trim().to_string())
             }),
             services: services.into_iter().collect(),
             spans: self.spans.len(),
@@ -295,7 +292,7 @@ impl Trace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::span::{Kind, Process, Value};
+    use crate::trace::span::{Kind, Process, Tags, Value};
 
     fn span(trace: u8, id: u8, parent: Option<u8>, service: &Arc<Process>, start: u64, dur: u64) -> Span {
         Span {
@@ -306,7 +303,7 @@ mod tests {
             kind: Kind::Server,
             start_unix_nanos: start,
             duration_nanos: dur,
-            tags: vec![("http.status_code".into(), Value::from("200"))],
+            tags: Tags::Owned(vec![("http.status_code".into(), Value::from("200"))]),
             events: Vec::new(),
             error: false,
             status_message: None,
@@ -360,7 +357,9 @@ mod tests {
         let (gw, app) = (process("gw"), process("app"));
         let store = Store::new(Limits::default());
         let mut slow = span(1, 2, Some(1), &app, 1_000, 5_000_000);
-        slow.tags.push(("guid:x-request-id".into(), Value::from("r-1")));
+        if let Tags::Owned(t) = &mut slow.tags {
+            t.push(("guid:x-request-id".into(), Value::from("r-1")));
+        }
         store.insert([span(1, 1, None, &gw, 0, 6_000_000), slow]);
         store.insert([span(2, 1, None, &gw, 10, 1_000), span(2, 2, Some(1), &app, 20, 500)]);
 

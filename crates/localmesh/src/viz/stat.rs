@@ -104,10 +104,10 @@ pub fn table(rows: &[StatRow], wide: bool) -> String {
         .map(|r| {
             let traffic = r.requests > 0;
             let mut row = vec![
-                super::clean(&r.namespace),
-                super::clean(&r.workload),
-                super::clean(&r.version),
-                format!("{}/{}", r.ready, r.pods),
+                super::clean(&r.of.namespace),
+                super::clean(&r.of.workload),
+                super::clean(&r.of.version),
+                format!("{}/{}", r.of.ready, r.of.pods),
                 percent(r.success_rate),
                 if traffic { rps(r.rps) } else { "-".into() },
                 ms(r.p50_ms),
@@ -115,7 +115,7 @@ pub fn table(rows: &[StatRow], wide: bool) -> String {
                 ms(r.p99_ms),
             ];
             if wide {
-                row.extend([super::clean(&r.app), r.requests.to_string()]);
+                row.extend([super::clean(&r.of.app), r.requests.to_string()]);
             }
             row
         })
@@ -126,6 +126,7 @@ pub fn table(rows: &[StatRow], wide: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::WorkloadInfo;
 
     fn row(
         workload: &str,
@@ -136,12 +137,14 @@ mod tests {
         p: Option<[f64; 3]>,
     ) -> StatRow {
         StatRow {
-            namespace: "default".into(),
-            workload: workload.into(),
-            app: "product-service".into(),
-            version: version.into(),
-            pods: 2,
-            ready: if requests > 0 { 2 } else { 1 },
+            of: WorkloadInfo {
+                namespace: "default".into(),
+                workload: workload.into(),
+                app: "product-service".into(),
+                version: version.into(),
+                pods: 2,
+                ready: if requests > 0 { 2 } else { 1 },
+            },
             requests,
             success_rate: success,
             rps,

@@ -204,6 +204,25 @@ pub fn repo_copy(dir: &Path, edits: &[(&str, &str, &str)]) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// One HTTP/2 connection to the TLS gateway on `port`, trusting the CA under `root`, with the
+/// gateway's host as SNI and `:authority`.
+pub async fn gateway_channel(root: &Path, port: u16) -> tonic::transport::Channel {
+    use tonic::transport::{Certificate, ClientTlsConfig, Uri};
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(root.join("gateway/certs/ca.crt")).expect("ca.crt"),
+        ))
+        .domain_name(HOST);
+    tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+        .expect("url")
+        .origin(Uri::from_static("https://sit-gateway.tcex.com.vn"))
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("connect to the gateway")
+}
+
 /// Plain HTTP/1.1 GET to a local server that may not be up yet: `None` on any failure.
 pub async fn try_get(port: u16, path: &str) -> Option<String> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
