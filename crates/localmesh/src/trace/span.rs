@@ -159,7 +159,7 @@ pub fn string_bytes(s: &str) -> usize {
 }
 
 fn tag_bytes(t: &[Tag]) -> usize {
-    t.len() * std::mem::size_of::<Tag>()
+    std::mem::size_of_val(t)
         + t.iter()
             .map(|(k, v)| {
                 let key = match k {
