@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 use proto::product::GetProductRequest;
 use proto::product::product_service_client::ProductServiceClient;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Uri};
+use tonic::transport::Channel;
 
 mod common;
 
