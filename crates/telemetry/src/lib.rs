@@ -17,9 +17,18 @@ use std::time::Duration;
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
-use tracing_subscriber::{EnvFilter, fmt::format::JsonFields, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer as _, fmt::format::JsonFields, layer::SubscriberExt, util::SubscriberInitExt,
+};
 
 pub use env::ConfigError;
+
+/// Every binary of the suite (they all link this crate) allocates with mimalloc. glibc's malloc
+/// serialises threads that free what another thread allocated, as happens to every span (built
+/// on a request's thread, freed by the exporter or the trace store): `make bench` found its locks
+/// and consolidation the largest cost of localmesh's gateway with tracing on.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub use identity::Identity;
 pub use metrics::GrpcMetrics;
 pub use prometheus;
@@ -96,7 +105,22 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
     opentelemetry::global::set_tracer_provider(tracer_provider.clone());
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer(settings.service_name.clone()));
+    // Spans carry what a trace reader needs (the fields each layer records, the call's events);
+    // source locations, thread ids, busy/idle times and the target would add a dozen attributes
+    // and clock reads on every poll of every traced call. Context activation on entry is not
+    // needed: propagation reads the span's context directly.
+    let otel = tracing_opentelemetry::layer()
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_target(false)
+        .with_context_activation(false)
+        .with_tracer(tracer_provider.tracer(settings.service_name.clone()))
+        // Info events (each call's "finished" line) stay in the JSON log: the span already
+        // carries the status and duration. Warnings and errors also become span events.
+        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            m.is_span() || *m.level() <= tracing::Level::WARN
+        }));
     let fmt = tracing_subscriber::fmt::layer()
         .fmt_fields(JsonFields::new())
         .event_format(logging::JsonLines::new(id))

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::ListFilter;
@@ -219,7 +218,7 @@ pub fn trace(t: &Trace) -> String {
     let start = sum.start_unix_nanos;
     let total = sum.duration_nanos.max(1);
     let ids: HashSet<_> = t.spans.iter().map(|s| s.span_id).collect();
-    let mut children: HashMap<_, Vec<&Arc<Span>>> = HashMap::new();
+    let mut children: HashMap<_, Vec<&Span>> = HashMap::new();
     let mut roots = Vec::new();
     for s in &t.spans {
         match s.parent.filter(|p| ids.contains(p)) {
@@ -227,8 +226,8 @@ pub fn trace(t: &Trace) -> String {
             None => roots.push(s),
         }
     }
-    let mut rows: Vec<(usize, &Arc<Span>)> = Vec::new();
-    let mut stack: Vec<(usize, &Arc<Span>)> = roots.iter().rev().map(|s| (0, *s)).collect();
+    let mut rows: Vec<(usize, &Span)> = Vec::new();
+    let mut stack: Vec<(usize, &Span)> = roots.iter().rev().map(|s| (0, *s)).collect();
     while let Some((depth, s)) = stack.pop() {
         rows.push((depth, s));
         if let Some(kids) = children.get(&s.span_id) {

@@ -72,11 +72,17 @@ fn hex_into(s: &str, out: &mut [u8]) -> Option<()> {
     Some(())
 }
 
+/// Lower-case hex of up to 16 bytes, without the formatting machinery (ids are written on every
+/// request: into the trace headers and the access log).
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    for b in bytes {
-        write!(f, "{b:02x}")?;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    for (i, b) in bytes.iter().take(16).enumerate() {
+        buf[2 * i] = DIGITS[usize::from(b >> 4)];
+        buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
     }
-    Ok(())
+    let n = 2 * bytes.len().min(16);
+    f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?)
 }
 
 impl fmt::Display for TraceId {

@@ -41,7 +41,8 @@ pub struct StoreStats {
 
 #[derive(Debug, Default)]
 struct Entry {
-    spans: Vec<Arc<Span>>,
+    /// The spans themselves, not boxed: a trace's spans are freed together when it goes.
+    spans: Vec<Span>,
     bytes: usize,
 }
 
@@ -80,11 +81,11 @@ pub struct Query {
     pub limit: usize,
 }
 
-/// One trace's spans, in start order.
+/// One trace's spans, in start order (a copy: the store may drop the trace meanwhile).
 #[derive(Debug, Clone)]
 pub struct Trace {
     pub id: TraceId,
-    pub spans: Vec<Arc<Span>>,
+    pub spans: Vec<Span>,
 }
 
 impl Store {
@@ -107,9 +108,12 @@ impl Store {
             let bytes = span.approx_bytes();
             let entry = inner.traces.entry(span.trace_id).or_insert_with(|| {
                 inner.order.push_back(span.trace_id);
-                Entry::default()
+                Entry {
+                    spans: Vec::with_capacity(4),
+                    bytes: 0,
+                }
             });
-            entry.spans.push(Arc::new(span));
+            entry.spans.push(span);
             entry.bytes += bytes;
             inner.spans += 1;
             inner.bytes += bytes;
@@ -193,7 +197,7 @@ impl Store {
     }
 }
 
-fn sorted(id: TraceId, mut spans: Vec<Arc<Span>>) -> Trace {
+fn sorted(id: TraceId, mut spans: Vec<Span>) -> Trace {
     spans.sort_by_key(|s| s.start_unix_nanos);
     Trace { id, spans }
 }
@@ -222,7 +226,7 @@ fn span_matches(q: &Query, s: &Span) -> bool {
     })
 }
 
-fn matches(q: &Query, spans: &[Arc<Span>]) -> bool {
+fn matches(q: &Query, spans: &[Span]) -> bool {
     spans.iter().any(|s| span_matches(q, s)) && (!q.errors_only || spans.iter().any(|s| s.is_error()))
 }
 
@@ -246,7 +250,7 @@ pub struct Summary {
 
 impl Trace {
     /// Spans without a parent in this trace: the root(s), and any whose parent is missing.
-    pub fn roots(&self) -> Vec<&Arc<Span>> {
+    pub fn roots(&self) -> Vec<&Span> {
         let ids: std::collections::HashSet<SpanId> = self.spans.iter().map(|s| s.span_id).collect();
         self.spans
             .iter()
