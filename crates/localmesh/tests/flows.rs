@@ -50,13 +50,31 @@ fn gateway(up: &Up) -> VerifyOptions {
 
 /// Places an order through the gateway; returns the request id its answer carries.
 async fn place_order(up: &Up, key: &str) -> String {
-    let body = r#"{"customer_id": "flows", "items": [{"product_id": "123", "quantity": 1}]}"#;
-    let headers = [("content-type", "application/json"), ("idempotency-key", key)];
-    let a: HttpsAnswer = verify::https(&gateway(up), "POST", "/api/orders", &headers, body)
-        .await
-        .expect("POST /api/orders through the gateway");
+    let a = order_answer(up, key).await;
     assert!((200..300).contains(&a.status), "{} {}", a.status, a.body);
     a.headers["x-request-id"].to_str().expect("ascii").to_string()
+}
+
+/// As `place_order`, in a copy where product fails on purpose: an order whose product calls
+/// failed even after the retries is placed again under a new key (five tries).
+async fn place_order_despite_faults(up: &Up, key: &str) -> String {
+    let mut last = None;
+    for n in 0..5 {
+        let a = order_answer(up, &format!("{key}-{n}")).await;
+        if (200..300).contains(&a.status) {
+            return a.headers["x-request-id"].to_str().expect("ascii").to_string();
+        }
+        last = Some((a.status, a.body));
+    }
+    panic!("five orders failed; the last: {last:?}")
+}
+
+async fn order_answer(up: &Up, key: &str) -> HttpsAnswer {
+    let body = r#"{"customer_id": "flows", "items": [{"product_id": "123", "quantity": 1}]}"#;
+    let headers = [("content-type", "application/json"), ("idempotency-key", key)];
+    verify::https(&gateway(up), "POST", "/api/orders", &headers, body)
+        .await
+        .expect("POST /api/orders through the gateway")
 }
 
 async fn channel(up: &Up) -> Channel {
@@ -614,7 +632,7 @@ async fn spans_are_exported_over_otlp_and_a_retry_shows_each_attempt() {
     let endpoint = format!("http://{addr}");
     let up = Up::start_with(data.path(), &root, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
 
-    let rid = place_order(&up, "otlp-1").await;
+    let rid = place_order_despite_faults(&up, "otlp").await;
     let mut order = Vec::new();
     for _ in 0..80 {
         let all = collector.spans();
@@ -682,20 +700,30 @@ async fn spans_are_exported_over_otlp_and_a_retry_shows_each_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sampling_follows_the_telemetry_resource() {
     let copy = tempfile::tempdir().expect("tempdir");
+    // Sampled at 0 %, and half of product v1's calls fail with UNAVAILABLE (the gateway
+    // retries those) so that a followed trace shows its attempts through the console's API.
     let root = common::repo_copy(
         copy.path(),
-        &[(
-            "manifests/istio/telemetry.yaml",
-            "randomSamplingPercentage: 100.0",
-            "randomSamplingPercentage: 0.0",
-        )],
+        &[
+            (
+                "manifests/istio/telemetry.yaml",
+                "randomSamplingPercentage: 100.0",
+                "randomSamplingPercentage: 0.0",
+            ),
+            (
+                "manifests/base/product.yaml",
+                r#"{name: FAULT_ABORT_PERCENT, value: "0"}"#,
+                r#"{name: FAULT_ABORT_PERCENT, value: "50"}"#,
+            ),
+        ],
     );
     let data = tempfile::tempdir().expect("tempdir");
     let up = Up::start_with(data.path(), &root, &[]);
-    place_order(&up, "sampling-0").await;
+    place_order_despite_faults(&up, "sampling-0").await;
     let mut client = ProductServiceClient::new(channel(&up).await);
     for _ in 0..20 {
-        get_product(&mut client, &[]).await.expect("GetProduct");
+        // Some fail even after the retries: the point is only that none is traced.
+        let _ = get_product(&mut client, &[]).await;
     }
     // The pods batch their spans for up to a second: give them three.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -706,24 +734,53 @@ async fn sampling_follows_the_telemetry_resource() {
         "nothing sampled at 0 %: {services}"
     );
 
-    // A caller that sampled its trace is followed all the same (the sampled flag travels).
-    let (trace, parent) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
-    let traceparent = format!("00-{trace}-{parent}-01");
-    get_product(&mut client, &[("traceparent", traceparent.as_str())])
-        .await
-        .expect("GetProduct");
-    let mut spans = Vec::new();
-    for _ in 0..40 {
-        let t = console(&up, &format!("/api/traces/{trace}")).await;
-        if !t["data"].is_null() {
-            spans = spans_of(&t["data"][0]);
-            if spans.iter().any(|s| s.service == "product") {
-                break;
-            }
+    // A caller that sampled its trace is followed all the same (the sampled flag travels), and
+    // a retried call shows, through the console's Jaeger API, one inbound span per attempt under
+    // the gateway's span, a failed one among them.
+    let parent = "b7ad6b7169203331";
+    let mut followed = 0;
+    let mut found = None;
+    for n in 0..60u32 {
+        let trace = format!(
+            "{:032x}",
+            0x0af7_6519_16cd_43dd_8448_eb21_0000_0000_u128 + u128::from(n)
+        );
+        let traceparent = format!("00-{trace}-{parent}-01");
+        if get_product(&mut client, &[("traceparent", traceparent.as_str())])
+            .await
+            .is_err()
+        {
+            continue;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        let mut spans = Vec::new();
+        for _ in 0..20 {
+            let t = console(&up, &format!("/api/traces/{trace}")).await;
+            if !t["data"].is_null() {
+                spans = spans_of(&t["data"][0]);
+                if spans.iter().any(|s| s.service == "product") {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let gw = spans.iter().find(|s| s.service == GATEWAY).expect("the gateway's span");
+        assert_eq!(gw.parent.as_deref(), Some(parent), "continues the caller's span");
+        assert!(spans.iter().any(|s| s.service == "product"), "{spans:#?}");
+        followed += 1;
+        let attempts: Vec<&JSpan> = spans
+            .iter()
+            .filter(|s| s.parent.as_ref() == Some(&gw.id) && s.service == "product-service.default")
+            .collect();
+        let failed = attempts
+            .iter()
+            .filter(|a| a.tags.get("grpc.status_code").map(String::as_str) == Some("14"))
+            .count();
+        if attempts.len() >= 2 && failed >= 1 {
+            found = Some((trace, attempts.len(), failed));
+            break;
+        }
     }
-    let gw = spans.iter().find(|s| s.service == GATEWAY).expect("the gateway's span");
-    assert_eq!(gw.parent.as_deref(), Some(parent), "continues the caller's span");
-    assert!(spans.iter().any(|s| s.service == "product"), "{spans:#?}");
+    println!("{followed} followed traces");
+    let (trace, attempts, failed) = found.expect("a GetProduct retried after UNAVAILABLE shows its attempts");
+    println!("trace {trace}: {attempts} attempts, {failed} failed");
 }
