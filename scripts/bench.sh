@@ -260,8 +260,7 @@ evicted=$(prom "$work/store.end.prom" localmesh_trace_store_evicted_traces)
 dropped=$(prom "$work/store.end.prom" localmesh_spans_dropped_total)
 traces0=$(prom "$work/store0.prom" localmesh_trace_store_traces)
 dropped0=$(prom "$work/store0.prom" localmesh_spans_dropped_total)
-echo "  $evicted traces evicted since start (the direct and nginx calls' too: pods trace calls that come"
-echo "  without a traceparent), $dropped proxy spans dropped"
+echo "  $evicted traces evicted since start, $dropped proxy spans dropped"
 echo "trace store, sampled 0 %: $traces0 traces kept, $dropped0 proxy spans dropped"
 [ "$dropped" = - ] || [ "$dropped" -eq 0 ] || warn "$dropped spans dropped by the 100 % instance (full span queue)"
 [ "$dropped0" = - ] || [ "$dropped0" -eq 0 ] || warn "$dropped0 spans dropped by the 0 % instance"
