@@ -123,16 +123,20 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn labels_use_the_route_template_and_answers_carry_identity() {
-        let id = Identity {
+    fn frontend() -> Identity {
+        Identity {
             service: "frontend".into(),
             version: "v1".into(),
             pod: "frontend-abc".into(),
             node: String::new(),
             zone: String::new(),
             namespace: "default".into(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn labels_use_the_route_template_and_answers_carry_identity() {
+        let id = frontend();
         let registry = Registry::new();
         let o = HttpObserver::new(&id, &registry).unwrap();
         let app = Router::new()
@@ -177,14 +181,7 @@ mod tests {
         let names = Arc::new(Mutex::new(Vec::new()));
         let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(SpanNames(names.clone())));
 
-        let id = Identity {
-            service: "frontend".into(),
-            version: "v1".into(),
-            pod: "frontend-abc".into(),
-            node: String::new(),
-            zone: String::new(),
-            namespace: "default".into(),
-        };
+        let id = frontend();
         let o = HttpObserver::new(&id, &Registry::new()).unwrap();
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))

@@ -10,9 +10,10 @@ use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
 use proto::product::{GetProductRequest, product_service_client::ProductServiceClient};
 use tonic::{Request, metadata::MetadataValue};
 
-async fn traced_call(headers: &[(&'static str, &'static str)], product_id: &str) -> Vec<ExportedSpan> {
-    let mut collector = FakeCollectorServer::start().await.expect("collector");
-    let cfg = product::Config::for_test("v2", "product-v2-trace-0");
+/// A collector, this process's telemetry exporting to it, and a product server using it.
+async fn traced_server(version: &str, pod: &str) -> (FakeCollectorServer, telemetry::Telemetry, product::Handle) {
+    let collector = FakeCollectorServer::start().await.expect("collector");
+    let cfg = product::Config::for_test(version, pod);
     let settings = telemetry::Settings {
         identity: cfg.identity.clone(),
         service_name: "product".into(),
@@ -20,6 +21,11 @@ async fn traced_call(headers: &[(&'static str, &'static str)], product_id: &str)
     };
     let tel = telemetry::init(&settings).expect("telemetry");
     let h = product::spawn(cfg, tel.grpc.clone()).await.unwrap();
+    (collector, tel, h)
+}
+
+async fn traced_call(headers: &[(&'static str, &'static str)], product_id: &str) -> Vec<ExportedSpan> {
+    let (mut collector, tel, h) = traced_server("v2", "product-v2-trace-0").await;
     let mut c = ProductServiceClient::new(common::channel(&h).await);
     let mut req = Request::new(GetProductRequest {
         product_id: product_id.into(),
@@ -89,15 +95,7 @@ async fn b3_headers_continue_the_trace_and_errors_are_recorded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_probes_make_no_spans() {
-    let mut collector = FakeCollectorServer::start().await.expect("collector");
-    let cfg = product::Config::for_test("v1", "product-v1-probe-0");
-    let settings = telemetry::Settings {
-        identity: cfg.identity.clone(),
-        service_name: "product".into(),
-        otlp_endpoint: Some(collector.endpoint()),
-    };
-    let tel = telemetry::init(&settings).expect("telemetry");
-    let h = product::spawn(cfg, tel.grpc.clone()).await.unwrap();
+    let (mut collector, tel, h) = traced_server("v1", "product-v1-probe-0").await;
     let channel = common::channel(&h).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     for service in ["", "product.ProductService"] {
