@@ -29,9 +29,6 @@ use crate::proxy::Proxy;
 use crate::stats::{self, Window, WorkloadInfo};
 use crate::tap::Filter;
 
-/// `max=`'s ceiling for one `/tap` request.
-pub const MAX_TAP_EVENTS: u64 = 1_000_000;
-
 pub type PodTable = Arc<Mutex<BTreeMap<String, PodStatus>>>;
 
 /// What the admin and console handlers read.
@@ -257,7 +254,7 @@ async fn sd(State(s): State<Shared>) -> Response {
 /// `window=` (default 60 s), or the 400 answer naming the parameter.
 fn window_param(q: &[(String, String)]) -> Result<Duration, Box<Response>> {
     match q.iter().find(|(k, _)| k == "window") {
-        None => Ok(Duration::from_secs(60)),
+        None => Ok(stats::DEFAULT_WINDOW),
         Some((_, v)) => stats::parse_window(v).map_err(|e| {
             Box::new(json_response(
                 StatusCode::BAD_REQUEST,
@@ -285,19 +282,20 @@ pub async fn graph(State(s): State<Shared>, Query(q): Query<Vec<(String, String)
     json_response(StatusCode::OK, &v)
 }
 
-/// Live requests as JSON lines, filtered, ending after `max` events (or when the client leaves).
+/// Live requests as JSON lines, filtered, ending after `max` events if given, or when the client
+/// leaves (as `linkerd viz tap` runs until stopped).
 async fn tap(State(s): State<Shared>, Query(q): Query<Vec<(String, String)>>) -> Response {
     let filter = match Filter::from_query(&q) {
         Ok(f) => f,
         Err(e) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),
     };
     let max = match q.iter().find(|(k, _)| k == "max").map(|(_, v)| v.parse::<u64>()) {
-        None => MAX_TAP_EVENTS,
-        Some(Ok(n)) if (1..=MAX_TAP_EVENTS).contains(&n) => n,
+        None => u64::MAX,
+        Some(Ok(n)) if n >= 1 => n,
         Some(_) => {
             return json_response(
                 StatusCode::BAD_REQUEST,
-                &json!({"error": format!("parameter 'max': expected a number from 1 to {MAX_TAP_EVENTS}")}),
+                &json!({"error": "parameter 'max': expected a whole number of at least 1"}),
             );
         }
     };

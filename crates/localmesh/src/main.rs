@@ -60,9 +60,16 @@ enum Command {
         /// The console's memory for spans, e.g. 64MiB (the oldest traces go first).
         #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
         max_trace_bytes: usize,
-        /// Finished proxy spans waiting to be stored or exported; beyond it they are dropped.
+        /// The largest OTLP export request the receiver takes, e.g. 4MiB.
+        #[arg(long, default_value = "4MiB", value_parser = parse_bytes)]
+        otlp_max_message: usize,
+        /// Finished proxy spans waiting to be exported (with OTEL_EXPORTER_OTLP_ENDPOINT); beyond
+        /// it they are dropped.
         #[arg(long, default_value_t = localmesh::trace::DEFAULT_QUEUE, value_parser = clap::value_parser!(u64).range(1..=10_000_000).map(|n| n as usize))]
         span_queue: usize,
+        /// Requests a `localmesh tap` or `top` may fall behind by before it misses some.
+        #[arg(long, default_value_t = localmesh::tap::DEFAULT_BUFFER, value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
+        tap_buffer: usize,
         /// How long every pod gets to become ready.
         #[arg(long, default_value_t = 60)]
         ready_timeout_secs: u64,
@@ -114,7 +121,9 @@ fn main() -> ExitCode {
             otlp_port,
             max_traces,
             max_trace_bytes,
+            otlp_max_message,
             span_queue,
+            tap_buffer,
             ready_timeout_secs,
         } => {
             let mut opts = localmesh::up::UpOptions {
@@ -131,7 +140,9 @@ fn main() -> ExitCode {
                     max_traces,
                     max_bytes: max_trace_bytes,
                 },
+                otlp_max_message,
                 span_queue,
+                tap_buffer,
                 ready_timeout: std::time::Duration::from_secs(ready_timeout_secs),
             };
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

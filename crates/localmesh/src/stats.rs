@@ -14,6 +14,8 @@ use tokio::time::Instant;
 
 /// How often the histogram is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// The window of `/graph` and `/api/graph` when none is asked for (Kiali's default minute).
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 /// The longest window a query may ask for (`-t`, `window=`).
 pub const MAX_WINDOW: Duration = Duration::from_secs(600);
 

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-/// Events a slow listener may fall behind by before it misses some (it is told how many).
-pub const BUFFER: usize = 4096;
+/// `--tap-buffer`: events a slow listener may fall behind by before it misses some (it is told
+/// how many).
+pub const DEFAULT_BUFFER: usize = 4096;
 
 /// One finished request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -90,13 +91,18 @@ pub struct Tap {
 
 impl Default for Tap {
     fn default() -> Self {
-        Tap {
-            tx: broadcast::channel(BUFFER).0,
-        }
+        Tap::new(DEFAULT_BUFFER)
     }
 }
 
 impl Tap {
+    /// A tap whose listeners may fall `buffer` events behind (at least one).
+    pub fn new(buffer: usize) -> Self {
+        Tap {
+            tx: broadcast::channel(buffer.max(1)).0,
+        }
+    }
+
     /// Whether anyone listens (so an event is worth building).
     pub fn active(&self) -> bool {
         self.tx.receiver_count() > 0

@@ -14,7 +14,7 @@ use crate::admin::{self, Shared};
 use crate::identity::Identity;
 use crate::model::Protocol;
 use crate::pods::{self, PodOptions, Supervisor};
-use crate::proxy::{self, Proxy, Running, SpanOptions};
+use crate::proxy::{self, ObserveOptions, Proxy, Running};
 use crate::stats::Window;
 use crate::trace::Sink;
 use crate::trace::otlp;
@@ -35,7 +35,10 @@ pub struct UpOptions {
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: when set, every span goes there instead.
     pub export: Option<String>,
     pub limits: Limits,
+    /// The largest OTLP export request the receiver takes.
+    pub otlp_max_message: usize,
     pub span_queue: usize,
+    pub tap_buffer: usize,
     pub ready_timeout: Duration,
 }
 
@@ -63,17 +66,18 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         Some(url) => (Sink::Otlp(url.clone()), None),
         None => {
             let store = Arc::new(Store::new(opts.limits));
-            let (addr, task) =
-                otlp::serve_receiver(store.clone(), bind(opts.otlp_port, "OTLP receiver, --otlp-port").await?)?;
+            let tcp = bind(opts.otlp_port, "OTLP receiver, --otlp-port").await?;
+            let (addr, task) = otlp::serve_receiver(store.clone(), tcp, opts.otlp_max_message)?;
             (Sink::Store(store), Some((addr, task)))
         }
     };
-    let proxy = Proxy::with_spans(
+    let proxy = Proxy::with_options(
         mesh,
         endpoints.clone(),
-        SpanOptions {
+        ObserveOptions {
             sink,
             queue: opts.span_queue,
+            tap_buffer: opts.tap_buffer,
         },
     )?;
 

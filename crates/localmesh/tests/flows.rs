@@ -370,6 +370,17 @@ async fn the_local_run_shows_the_flows() {
             .is_some_and(|d| d.starts_with("product-service-v2"))
     }));
 
+    // A bad parameter is answered with the parameter's name and the reason.
+    for (port, path, field) in [
+        (up.admin, "/tap?max=0", "'max'"),
+        (up.admin, "/api/stat?window=soon", "'window'"),
+        (up.console, "/api/graph?window=-1s", "'window'"),
+        (up.console, "/api/traces?service=x&minDuration=fast", "minDuration"),
+    ] {
+        let body = common::admin_get(port, path).await;
+        assert!(body.contains(field), "{path}: {body}");
+    }
+
     // Prometheus HTTP SD: every pod's /metrics and the admin port, labelled as in the cluster.
     let sd: Value = serde_json::from_str(&common::admin_get(up.admin, "/sd").await).expect("SD JSON");
     let groups = sd.as_array().expect("a list of target groups");

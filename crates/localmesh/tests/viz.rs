@@ -170,7 +170,7 @@ async fn tap(State(q): State<Queries>, Query(pairs): Query<Vec<(String, String)>
     let max = match pairs.iter().find(|(k, _)| k == "max").map(|(_, v)| v.parse::<usize>()) {
         None => usize::MAX,
         Some(Ok(n)) if n > 0 => n,
-        Some(_) => return bad_request("parameter 'max': expected a number from 1 to 1000000".into()),
+        Some(_) => return bad_request("parameter 'max': expected a whole number of at least 1".into()),
     };
     let lines: Vec<String> = tap_lines(&filter).into_iter().map(|l| l + "\n").collect();
     let stream = futures_util::stream::iter(lines)

@@ -5,8 +5,6 @@
 
 mod pages;
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -135,9 +133,9 @@ async fn trace_page(State(s): State<Shared>, Path(id): Path<String>) -> Response
 
 async fn graph_page(State(s): State<Shared>, Query(q): Query<Vec<(String, String)>>) -> Response {
     let (window, problem) = match param(&q, "window").map(stats::parse_window) {
-        None => (Duration::from_secs(60), None),
+        None => (stats::DEFAULT_WINDOW, None),
         Some(Ok(w)) => (w, None),
-        Some(Err(e)) => (Duration::from_secs(60), Some(format!("window: {e}"))),
+        Some(Err(e)) => (stats::DEFAULT_WINDOW, Some(format!("window: {e}"))),
     };
     html(
         StatusCode::OK,

@@ -115,20 +115,24 @@ struct ClusterOutlier {
     outlier: Outlier,
 }
 
-/// Where the proxy's spans go and how many may wait.
+/// What the proxy tells of its requests besides metrics: where its spans go and how many may
+/// wait, and how far a tap listener may fall behind.
 #[derive(Debug, Clone)]
-pub struct SpanOptions {
+pub struct ObserveOptions {
     pub sink: Sink,
     /// See [`trace::DEFAULT_QUEUE`].
     pub queue: usize,
+    /// See [`crate::tap::DEFAULT_BUFFER`].
+    pub tap_buffer: usize,
 }
 
-impl Default for SpanOptions {
+impl Default for ObserveOptions {
     /// A fresh in-memory store ([`Proxy::store`]).
     fn default() -> Self {
-        SpanOptions {
+        ObserveOptions {
             sink: Sink::Store(Arc::new(Store::new(trace::store::Limits::default()))),
             queue: trace::DEFAULT_QUEUE,
+            tap_buffer: crate::tap::DEFAULT_BUFFER,
         }
     }
 }
@@ -173,11 +177,11 @@ impl Proxy {
     /// A proxy over `mesh` whose spans go to a fresh in-memory store ([`Proxy::store`]), with its
     /// metrics in a fresh registry ([`Proxy::registry`]). Call it inside a Tokio runtime.
     pub fn new(mesh: Mesh, endpoints: Arc<Endpoints>) -> prometheus::Result<Arc<Self>> {
-        Self::with_spans(mesh, endpoints, SpanOptions::default())
+        Self::with_options(mesh, endpoints, ObserveOptions::default())
     }
 
-    /// [`Proxy::new`] with the spans sent where `spans` says.
-    pub fn with_spans(mesh: Mesh, endpoints: Arc<Endpoints>, spans: SpanOptions) -> prometheus::Result<Arc<Self>> {
+    /// [`Proxy::new`] with the spans sent, and the tap bounded, as `spans` says.
+    pub fn with_options(mesh: Mesh, endpoints: Arc<Endpoints>, spans: ObserveOptions) -> prometheus::Result<Arc<Self>> {
         let registry = Registry::new();
         let metrics = ProxyMetrics::new(&registry)?;
         let store = match &spans.sink {
@@ -192,7 +196,7 @@ impl Proxy {
             recorder: Arc::new(Recorder {
                 metrics,
                 tracer,
-                tap: Tap::default(),
+                tap: Tap::new(spans.tap_buffer),
             }),
             store,
             h1: upstream_client(false, CONNECT_TIMEOUT),

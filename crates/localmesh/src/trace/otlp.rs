@@ -21,9 +21,10 @@ use super::context::{SpanId, TraceId};
 use super::span::{Event, Kind, Process, Span, Tag, Tags, Value};
 use super::store::Store;
 
-/// The largest OTLP request the receiver takes (gRPC's usual 4 MiB; a pod's batch of 512 spans is
-/// far smaller).
-pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+/// `--otlp-max-message`: the largest OTLP request the receiver takes (gRPC's usual 4 MiB; a pod's
+/// batch of 512 spans is far smaller). A larger one is refused with OUT_OF_RANGE naming its size
+/// and the limit (tonic's answer).
+pub const DEFAULT_MAX_MESSAGE: usize = 4 << 20;
 /// Spans per export request, and the longest a span waits before it is sent.
 const BATCH: usize = 512;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -290,13 +291,14 @@ impl TraceService for Receiver {
 pub fn serve_receiver(
     store: Arc<Store>,
     tcp: TcpListener,
+    max_message: usize,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let addr = tcp.local_addr()?;
     let svc = TraceServiceServer::new(Receiver {
         store,
         processes: Processes::default(),
     })
-    .max_decoding_message_size(MAX_REQUEST_BYTES);
+    .max_decoding_message_size(max_message);
     let incoming = tonic::transport::server::TcpIncoming::from(tcp).with_nodelay(Some(true));
     let task = tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
@@ -429,5 +431,49 @@ mod tests {
         let (spans, rejected) = decode(req, &Processes::default());
         assert!(spans.is_empty());
         assert_eq!(rejected, 1);
+    }
+
+    #[tokio::test]
+    async fn the_receiver_stores_spans_and_refuses_a_request_over_its_limit() {
+        let store = Arc::new(Store::default());
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (addr, task) = serve_receiver(store.clone(), tcp, 1 << 20).expect("receiver");
+        let mut client = TraceServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+        let request = |note: &str| {
+            let mut span = pb::Span {
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                name: "GetProduct".into(),
+                ..Default::default()
+            };
+            span.attributes.push(KeyValue {
+                key: "note".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(note.into())),
+                }),
+                ..Default::default()
+            });
+            ExportTraceServiceRequest {
+                resource_spans: vec![pb::ResourceSpans {
+                    scope_spans: vec![pb::ScopeSpans {
+                        spans: vec![span],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            }
+        };
+        client.export(request("small")).await.expect("a small export");
+        assert_eq!(store.stats().spans, 1);
+        let err = client
+            .export(request(&"x".repeat(2 << 20)))
+            .await
+            .expect_err("2 MiB over a 1 MiB limit");
+        assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
+        assert!(err.message().contains("limit"), "says the limit: {err}");
+        assert_eq!(store.stats().spans, 1, "nothing of the refused request is kept");
+        task.abort();
     }
 }
