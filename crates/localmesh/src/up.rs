@@ -280,6 +280,8 @@ fn instructions(
     let at = format!("127.0.0.1:{port}");
     let buf =
         format!("buf curl --protocol grpc --cacert {ca} --servername {host} -H 'Host: {host}' --reflect-header '*'");
+    // As the user started it (`target/release/localmesh` under `make run`): it is rarely on PATH.
+    let me = std::env::args().next().unwrap_or_else(|| "localmesh".into());
     let admin_flag = if admin.port() == 15000 {
         String::new()
     } else {
@@ -303,9 +305,9 @@ For a browser, add this line to /etc/hosts and trust {ca}:
 Watch the flows:
   http://{console}/traces     recent traces, a waterfall per trace
   http://{console}/graph      the versioned service graph (the 80/20 split)
-  localmesh stat{admin_flag}       success rate, requests/s and latency per workload and version
-  localmesh top{admin_flag}        the busiest paths, live
-  localmesh tap{admin_flag}        requests as they pass
+  {me} stat{admin_flag}       success rate, requests/s and latency per workload and version
+  {me} top{admin_flag}        the busiest paths, live
+  {me} tap{admin_flag}        requests as they pass
 Admin: curl http://{admin}/stats/prometheus | grep istio_requests_total
        curl http://{admin}/clusters
        curl http://{admin}/config_dump

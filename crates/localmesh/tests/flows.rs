@@ -177,6 +177,16 @@ fn spans_of(trace: &Value) -> Vec<JSpan> {
 async fn the_local_run_shows_the_flows() {
     let data = tempfile::tempdir().expect("tempdir");
     let up = Up::start(data.path());
+    // It tells where to watch: the console's pages, and stat/top/tap as the binary was started.
+    let text = up.printed(&format!("http://127.0.0.1:{}/graph", up.console));
+    let me = env!("CARGO_BIN_EXE_localmesh");
+    for line in [
+        format!("http://127.0.0.1:{}/traces", up.console),
+        format!("{me} stat --admin 127.0.0.1:{}", up.admin),
+        format!("{me} tap --admin 127.0.0.1:{}", up.admin),
+    ] {
+        assert!(text.contains(&line), "{line:?} in {text}");
+    }
 
     // One order through the gateway: one trace, one root (the gateway's span), every parent
     // present, every hop's proxy spans and the apps' spans.

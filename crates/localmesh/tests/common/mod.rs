@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const HOST: &str = "sit-gateway.tcex.com.vn";
@@ -61,6 +62,8 @@ pub struct Up {
     pub console: u16,
     /// The repository root it serves (the CA is under `gateway/certs`).
     pub root: PathBuf,
+    /// What it printed for a person (not the JSON log lines).
+    text: Arc<Mutex<String>>,
 }
 
 impl Up {
@@ -99,18 +102,28 @@ impl Up {
         let mut child = cmd.spawn().expect("localmesh up starts");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = std::sync::mpsc::channel();
+        let text = Arc::new(Mutex::new(String::new()));
+        let printed = text.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && tx.send(v).is_err()
-                {
-                    break;
+                match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(v) => {
+                        if tx.send(v).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        let mut t = printed.lock().expect("lock");
+                        t.push_str(&line);
+                        t.push('\n');
+                    }
                 }
             }
         });
         let mut up = Up {
             child,
             lines,
+            text,
             pods: Vec::new(),
             gateway: 0,
             admin: 0,
@@ -133,6 +146,19 @@ impl Up {
                 up.console = port_of(&v["console"]);
                 return up;
             }
+        }
+    }
+
+    /// Its printed instructions once they hold `needle` (waits up to 5 s for them).
+    pub fn printed(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.text.lock().expect("lock").clone();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "localmesh up printed {needle:?}: {text}");
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
