@@ -59,7 +59,7 @@ use endpoints::InFlight;
 pub use endpoints::{Endpoint, Endpoints};
 pub use metrics::{Labels, ProxyMetrics};
 use metrics::{Reporter, ServiceName};
-use record::{Ctx, FinalAttempt, Record, Recorder};
+use record::{Ctx, FinalAttempt, Record, Recorder, Reply};
 use spans::{Attempt, Inbound, Outcome, RequestInfo, RequestTrace};
 pub use tls::{GATEWAY_HOST, LocalCa, TlsError, ensure_local_ca, load_certified_key, load_pem, server_config};
 
@@ -859,19 +859,13 @@ impl Proxy {
             HeaderName::from_static("x-envoy-upstream-service-time"),
             HeaderValue::from(ctx.start.elapsed().as_millis() as u64),
         );
-        let grpc_status = header_str(&parts.headers, "grpc-status").map(str::to_string);
-        let grpc_message = header_str(&parts.headers, "grpc-message").map(str::to_string);
-        let status = parts.status.as_u16();
-        let mut record = Record::new(
-            self.recorder.clone(),
-            ctx,
-            Some(service),
-            Some(ep.clone()),
-            status,
-            grpc_status,
-            grpc_message,
-            flags,
-        );
+        let reply = Reply {
+            status: parts.status.as_u16(),
+            grpc_status: header_str(&parts.headers, "grpc-status").map(str::to_string),
+            grpc_message: header_str(&parts.headers, "grpc-message").map(str::to_string),
+            flags: flags.to_string(),
+        };
+        let mut record = Record::new(self.recorder.clone(), ctx, Some(service), Some(ep.clone()), reply);
         record.held = Some(held);
         record.attempt = Some(attempt);
         record.request_bytes = request_bytes;
@@ -905,17 +899,13 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&location) {
             resp.headers_mut().insert(header::LOCATION, v);
         }
-        Record::new(
-            self.recorder.clone(),
-            ctx,
-            None,
-            None,
-            resp.status().as_u16(),
-            None,
-            None,
-            "-",
-        )
-        .done(None, None);
+        let reply = Reply {
+            status: resp.status().as_u16(),
+            grpc_status: None,
+            grpc_message: None,
+            flags: "-".into(),
+        };
+        Record::new(self.recorder.clone(), ctx, None, None, reply).done(None, None);
         resp
     }
 
@@ -949,19 +939,13 @@ impl Proxy {
         flags: &str,
     ) -> Response<ProxyBody> {
         let resp = local_reply(ctx.grpc, http, grpc_code, &msg);
-        let grpc_status = ctx.grpc.then(|| grpc_code.to_string());
-        let grpc_message = ctx.grpc.then_some(msg);
-        let status = resp.status().as_u16();
-        let mut record = Record::new(
-            self.recorder.clone(),
-            ctx,
-            service,
-            ep,
-            status,
-            grpc_status,
-            grpc_message,
-            flags,
-        );
+        let reply = Reply {
+            status: resp.status().as_u16(),
+            grpc_status: ctx.grpc.then(|| grpc_code.to_string()),
+            grpc_message: ctx.grpc.then_some(msg),
+            flags: flags.to_string(),
+        };
+        let mut record = Record::new(self.recorder.clone(), ctx, service, ep, reply);
         record.attempt = attempt;
         record.done(None, None);
         resp

@@ -48,6 +48,17 @@ pub(crate) struct FinalAttempt {
     pub inbound: Option<Inbound>,
 }
 
+/// The answer as the proxy first sees it: the response head (or its own reply).
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub status: u16,
+    /// From the response headers (a trailers-only answer, or the proxy's own).
+    pub grpc_status: Option<String>,
+    pub grpc_message: Option<String>,
+    /// Envoy's response flags so far (`-` for none).
+    pub flags: String,
+}
+
 /// One request's outcome so far; [`Record::done`] writes it.
 #[derive(Debug)]
 pub(crate) struct Record {
@@ -70,26 +81,22 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         out: Arc<Recorder>,
         ctx: Ctx,
         service: Option<Arc<ServiceName>>,
         endpoint: Option<Arc<Endpoint>>,
-        status: u16,
-        grpc_status: Option<String>,
-        grpc_message: Option<String>,
-        flags: &str,
+        reply: Reply,
     ) -> Self {
         Record {
             out,
             ctx,
             service,
             endpoint,
-            status,
-            grpc_status,
-            grpc_message,
-            flags: flags.to_string(),
+            status: reply.status,
+            grpc_status: reply.grpc_status,
+            grpc_message: reply.grpc_message,
+            flags: reply.flags,
             held: None,
             attempt: None,
             request_bytes: 0,
