@@ -626,7 +626,7 @@ impl Proxy {
                         tracing::debug!(pod = %ep.pod, status, ?grpc_status, "retrying");
                         let code = grpc_status.map(|c| c.to_string());
                         let bytes = request_bytes(&counter);
-                        self.retried_attempt(&ctx, &name, &ep, attempt, inbound_for(&ep), status, code, "-", bytes);
+                        self.retried_attempt(&mut ctx, &name, &ep, attempt, inbound_for(&ep), status, code, "-", bytes);
                         continue;
                     }
                     let flags = if retriable && buffered.is_some() { "URX" } else { "-" };
@@ -669,7 +669,7 @@ impl Proxy {
                         if !connect {
                             let code = ctx.grpc.then(|| "14".to_string());
                             let bytes = request_bytes(&counter);
-                            self.retried_attempt(&ctx, &name, &ep, attempt, reached, 503, code, "UC", bytes);
+                            self.retried_attempt(&mut ctx, &name, &ep, attempt, reached, 503, code, "UC", bytes);
                         }
                         continue;
                     }
@@ -690,7 +690,7 @@ impl Proxy {
                     if !overall && retries.take(&breaker, ep.id) {
                         let code = ctx.grpc.then(|| "4".to_string());
                         let bytes = request_bytes(&counter);
-                        self.retried_attempt(&ctx, &name, &ep, attempt, inbound_for(&ep), 504, code, "UT", bytes);
+                        self.retried_attempt(&mut ctx, &name, &ep, attempt, inbound_for(&ep), 504, code, "UT", bytes);
                         continue;
                     }
                     let msg = format!("upstream request timeout ({fqdn})");
@@ -708,7 +708,7 @@ impl Proxy {
     #[allow(clippy::too_many_arguments)]
     fn retried_attempt(
         &self,
-        ctx: &Ctx,
+        ctx: &mut Ctx,
         service: &Arc<ServiceName>,
         ep: &Arc<Endpoint>,
         attempt: Attempt,

@@ -156,10 +156,12 @@ impl Record {
                 self.out.metrics.record(&labels, fa.attempt.elapsed_ms());
             }
             if let Some(inbound) = &fa.inbound {
-                ctx.trace
+                self.ctx
+                    .trace
                     .finish_attempt(&self.out.tracer, fa.attempt, inbound, &outcome);
             }
         }
+        let ctx = &self.ctx;
         let (pod, version) = self
             .endpoint
             .as_ref()

@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderValue};
 
 use crate::identity::Identity;
 use crate::model::ProxyTracing;
-use crate::trace::span::{Kind, LazyTags, Process, Span, Tag, Tags, Value, now_unix_nanos, string_bytes};
+use crate::trace::span::{Kind, LazyTags, Process, Span, Tags, ValueRef, now_unix_nanos};
 use crate::trace::{self, SpanId, TraceId, Tracer};
 
 /// Envoy's `max_path_tag_length` default: `http.url` is cut at 256 characters.
@@ -71,6 +71,20 @@ struct Recording {
     request: Arc<RequestTags>,
     /// `outbound|<port>|<subset>|<host>`, once a backend is chosen.
     upstream_cluster: Option<Arc<str>>,
+    /// Finished attempt spans, reported with the hop span in one batch (one store insert per
+    /// request); a request dropped before its end still reports them.
+    attempts: Vec<Span>,
+    tracer: Option<Tracer>,
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        if let Some(t) = &self.tracer
+            && !self.attempts.is_empty()
+        {
+            t.report_all(std::mem::take(&mut self.attempts));
+        }
+    }
 }
 
 /// One attempt at the upstream: its inbound span's id and start.
@@ -118,6 +132,8 @@ impl RequestTrace {
                 operation: String::new(),
                 request: Arc::default(),
                 upstream_cluster: None,
+                attempts: Vec::new(),
+                tracer: None,
             })
         });
         RequestTrace {
@@ -169,16 +185,17 @@ impl RequestTrace {
         );
     }
 
-    /// Reports an attempt's inbound span as the destination's sidecar would.
-    pub fn finish_attempt(&self, tracer: &Tracer, attempt: Attempt, to: &Inbound, outcome: &Outcome<'_>) {
-        let Some(rec) = self.rec.as_ref() else {
+    /// Ends an attempt's inbound span, as the destination's sidecar would report it; it is
+    /// reported with the hop span.
+    pub fn finish_attempt(&mut self, tracer: &Tracer, attempt: Attempt, to: &Inbound, outcome: &Outcome<'_>) {
+        let Some(rec) = self.rec.as_mut() else {
             return;
         };
         if !to.tracing.report {
             return;
         }
         let tags = ProxyTags::new(&rec.request, Some(&to.cluster), outcome);
-        tracer.report(Span {
+        rec.attempts.push(Span {
             trace_id: self.trace_id,
             span_id: attempt.span_id,
             parent: Some(self.span_id),
@@ -192,113 +209,123 @@ impl RequestTrace {
             status_message: None,
             process: to.identity.process.clone(),
         });
+        rec.tracer.get_or_insert_with(|| tracer.clone());
     }
 
-    /// Reports the hop span.
+    /// Reports the hop span and the attempts' spans.
     pub fn finish(self, tracer: &Tracer, outcome: &Outcome<'_>) {
-        let Some(rec) = self.rec else {
+        let Some(mut rec) = self.rec else {
             return;
         };
-        if !rec.reports {
-            return;
+        let mut spans = std::mem::take(&mut rec.attempts);
+        if rec.reports {
+            let tags = ProxyTags::new(&rec.request, rec.upstream_cluster.as_ref(), outcome);
+            spans.push(Span {
+                trace_id: self.trace_id,
+                span_id: self.span_id,
+                parent: self.parent,
+                name: std::mem::take(&mut rec.operation),
+                kind: Kind::Client,
+                start_unix_nanos: rec.start,
+                duration_nanos: now_unix_nanos().saturating_sub(rec.start),
+                error: is_error(outcome),
+                tags: Tags::Lazy(Arc::new(tags)),
+                events: Vec::new(),
+                status_message: None,
+                process: rec.process.clone(),
+            });
         }
-        let tags = ProxyTags::new(&rec.request, rec.upstream_cluster.as_ref(), outcome);
-        tracer.report(Span {
-            trace_id: self.trace_id,
-            span_id: self.span_id,
-            parent: self.parent,
-            name: rec.operation,
-            kind: Kind::Client,
-            start_unix_nanos: rec.start,
-            duration_nanos: now_unix_nanos().saturating_sub(rec.start),
-            error: is_error(outcome),
-            tags: Tags::Lazy(Arc::new(tags)),
-            events: Vec::new(),
-            status_message: None,
-            process: rec.process,
-        });
+        if !spans.is_empty() {
+            tracer.report_all(spans);
+        }
     }
 }
 
-fn tag(k: &'static str, v: impl Into<Value>) -> Tag {
-    (Cow::Borrowed(k), v.into())
+/// The request values the tags carry, in [`RequestTags`]' text.
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    RequestId,
+    /// `<scheme>://<authority><path>`, cut at [`MAX_PATH_TAG`].
+    Url,
+    Method,
+    Peer,
+    DownstreamCluster,
+    UserAgent,
+    ClientTraceId,
+    GrpcPath,
+    GrpcAuthority,
+    GrpcContentType,
+    GrpcTimeout,
 }
 
-fn header(h: &HeaderMap, name: &str) -> Option<Box<str>> {
-    h.get(name).and_then(|v| v.to_str().ok()).map(Box::from)
-}
+const FIELDS: usize = 11;
 
-/// The tags every span of one request shares, made once per recorded request.
+/// The tags every span of one request shares, made once per recorded request: the values back to
+/// back in one string (one allocation instead of one per value).
 #[derive(Debug, Default)]
 pub(crate) struct RequestTags {
-    request_id: Box<str>,
-    /// `<scheme>://<authority><path>`, cut at [`MAX_PATH_TAG`].
-    url: Box<str>,
-    method: Box<str>,
+    text: String,
+    /// Where each field's value starts and ends in `text`; `None` when the request has none.
+    ranges: [Option<(u32, u32)>; FIELDS],
     protocol: &'static str,
-    downstream_cluster: Option<Box<str>>,
-    user_agent: Option<Box<str>>,
-    peer: Box<str>,
-    client_trace_id: Option<Box<str>>,
-    /// `grpc.path`, `grpc.authority`, `grpc.content_type`, `grpc.timeout`, for gRPC requests.
-    grpc: Option<Box<GrpcRequestTags>>,
-}
-
-#[derive(Debug)]
-struct GrpcRequestTags {
-    path: Box<str>,
-    authority: Box<str>,
-    content_type: Box<str>,
-    timeout: Option<Box<str>>,
+    grpc: bool,
 }
 
 impl RequestTags {
     fn new(r: &RequestInfo<'_>) -> Self {
-        let mut url = format!("{}://{}{}", r.scheme, r.authority, r.path);
-        if url.len() > MAX_PATH_TAG {
-            let mut cut = MAX_PATH_TAG;
-            while !url.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            url.truncate(cut);
-        }
-        RequestTags {
-            request_id: r.request_id.into(),
-            url: url.into(),
-            method: r.method.into(),
+        let header = |name: &str| r.headers.get(name).and_then(|v| v.to_str().ok());
+        let mut t = RequestTags {
+            text: String::with_capacity(256),
             protocol: r.protocol,
-            downstream_cluster: header(r.headers, "x-envoy-downstream-service-cluster"),
-            user_agent: header(r.headers, "user-agent"),
-            peer: r.peer.into(),
-            client_trace_id: header(r.headers, "x-client-trace-id"),
-            grpc: r.grpc.then(|| {
-                Box::new(GrpcRequestTags {
-                    path: r.path.into(),
-                    authority: r.authority.into(),
-                    content_type: header(r.headers, "content-type").unwrap_or_default(),
-                    timeout: header(r.headers, "grpc-timeout"),
-                })
-            }),
+            grpc: r.grpc,
+            ..RequestTags::default()
+        };
+        t.push(Field::RequestId, &[r.request_id]);
+        t.push(Field::Url, &[r.scheme, "://", r.authority, r.path]);
+        t.push(Field::Method, &[r.method]);
+        t.push(Field::Peer, &[r.peer]);
+        if let Some(v) = header("x-envoy-downstream-service-cluster") {
+            t.push(Field::DownstreamCluster, &[v]);
+        }
+        if let Some(v) = header("user-agent") {
+            t.push(Field::UserAgent, &[v]);
+        }
+        if let Some(v) = header("x-client-trace-id") {
+            t.push(Field::ClientTraceId, &[v]);
+        }
+        if r.grpc {
+            t.push(Field::GrpcPath, &[r.path]);
+            t.push(Field::GrpcAuthority, &[r.authority]);
+            t.push(Field::GrpcContentType, &[header("content-type").unwrap_or_default()]);
+            if let Some(v) = header("grpc-timeout") {
+                t.push(Field::GrpcTimeout, &[v]);
+            }
+        }
+        t
+    }
+
+    fn push(&mut self, f: Field, parts: &[&str]) {
+        let start = self.text.len();
+        for p in parts {
+            self.text.push_str(p);
+        }
+        if let Field::Url = f {
+            let mut cut = start + MAX_PATH_TAG;
+            if self.text.len() > cut {
+                while !self.text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                self.text.truncate(cut);
+            }
+        }
+        if let (Ok(a), Ok(b)) = (u32::try_from(start), u32::try_from(self.text.len())) {
+            self.ranges[f as usize] = Some((a, b));
         }
     }
 
-    fn bytes(&self) -> usize {
-        let opt = |o: &Option<Box<str>>| o.as_deref().map_or(0, string_bytes);
-        std::mem::size_of::<Self>()
-            + [&self.request_id, &self.url, &self.method, &self.peer]
-                .iter()
-                .map(|s| string_bytes(s))
-                .sum::<usize>()
-            + opt(&self.downstream_cluster)
-            + opt(&self.user_agent)
-            + opt(&self.client_trace_id)
-            + self.grpc.as_ref().map_or(0, |g| {
-                std::mem::size_of::<GrpcRequestTags>()
-                    + string_bytes(&g.path)
-                    + string_bytes(&g.authority)
-                    + string_bytes(&g.content_type)
-                    + opt(&g.timeout)
-            })
+    fn get(&self, f: Field) -> Option<&str> {
+        let (a, b) = self.ranges[f as usize]?;
+        self.text.get(a as usize..b as usize)
     }
 }
 
@@ -348,76 +375,46 @@ impl ProxyTags {
 }
 
 impl LazyTags for ProxyTags {
-    fn tags(&self) -> Vec<Tag> {
+    fn visit(&self, f: &mut dyn FnMut(&str, ValueRef<'_>)) {
         let r = &*self.request;
-        let mut t = vec![
-            tag("guid:x-request-id", &*r.request_id),
-            tag("http.url", &*r.url),
-            tag("http.method", &*r.method),
-            tag("downstream_cluster", r.downstream_cluster.as_deref().unwrap_or("-")),
-            tag("user_agent", r.user_agent.as_deref().unwrap_or("-")),
-            tag("http.protocol", r.protocol),
-            tag("peer.address", &*r.peer),
-        ];
-        if let Some(id) = &r.client_trace_id {
-            t.push(tag("guid:x-client-trace-id", &**id));
+        let mut put = |k: &str, v: &str| f(k, ValueRef::Str(v));
+        put("guid:x-request-id", r.get(Field::RequestId).unwrap_or_default());
+        put("http.url", r.get(Field::Url).unwrap_or_default());
+        put("http.method", r.get(Field::Method).unwrap_or_default());
+        put("downstream_cluster", r.get(Field::DownstreamCluster).unwrap_or("-"));
+        put("user_agent", r.get(Field::UserAgent).unwrap_or("-"));
+        put("http.protocol", r.protocol);
+        put("peer.address", r.get(Field::Peer).unwrap_or_default());
+        if let Some(id) = r.get(Field::ClientTraceId) {
+            put("guid:x-client-trace-id", id);
         }
-        if let Some(g) = &r.grpc {
-            t.push(tag("grpc.path", &*g.path));
-            t.push(tag("grpc.authority", &*g.authority));
-            t.push(tag("grpc.content_type", &*g.content_type));
-            if let Some(to) = &g.timeout {
-                t.push(tag("grpc.timeout", &**to));
+        if r.grpc {
+            put("grpc.path", r.get(Field::GrpcPath).unwrap_or_default());
+            put("grpc.authority", r.get(Field::GrpcAuthority).unwrap_or_default());
+            put("grpc.content_type", r.get(Field::GrpcContentType).unwrap_or_default());
+            if let Some(to) = r.get(Field::GrpcTimeout) {
+                put("grpc.timeout", to);
             }
         }
-        t.push(tag("request_size", self.request_bytes.to_string()));
-        t.push(tag("response_size", self.response_bytes.to_string()));
+        // Envoy writes sizes and the status as strings.
+        let mut n = itoa::Buffer::new();
+        put("request_size", n.format(self.request_bytes));
+        put("response_size", n.format(self.response_bytes));
         if let Some(c) = &self.upstream_cluster {
-            t.push(tag("upstream_cluster", &**c));
-            t.push(tag("upstream_cluster.name", &**c));
+            put("upstream_cluster", c);
+            put("upstream_cluster.name", c);
         }
-        t.push(tag("http.status_code", self.status.to_string()));
-        t.push(tag("response_flags", &*self.flags));
+        put("http.status_code", n.format(self.status));
+        put("response_flags", &self.flags);
         if let Some(code) = &self.grpc_status {
-            t.push(tag("grpc.status_code", &**code));
+            put("grpc.status_code", code);
             if let Some(m) = &self.grpc_message {
-                t.push(tag("grpc.message", &**m));
+                put("grpc.message", m);
             }
         }
         if self.error {
-            t.push(tag("error", "true"));
+            put("error", "true");
         }
-        t
-    }
-
-    fn get(&self, key: &str) -> Option<Value> {
-        // The tags searches use most, without writing out the rest.
-        match key {
-            "guid:x-request-id" => Some(Value::from(&*self.request.request_id)),
-            "http.status_code" => Some(Value::Str(self.status.to_string())),
-            "response_flags" => Some(Value::from(&*self.flags)),
-            "upstream_cluster" => self.upstream_cluster.as_deref().map(Value::from),
-            "grpc.status_code" => self.grpc_status.as_deref().map(Value::from),
-            "error" => self.error.then(|| Value::from("true")),
-            _ => self.tags().into_iter().find(|(k, _)| k == key).map(|(_, v)| v),
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        // The request's tags are shared with the request's other spans; each counts them, which
-        // keeps the estimate on the safe side.
-        std::mem::size_of::<Self>()
-            + 16
-            + self.request.bytes()
-            + match &self.grpc_status {
-                Some(Cow::Owned(s)) => string_bytes(s),
-                _ => 0,
-            }
-            + self.grpc_message.as_deref().map_or(0, string_bytes)
-            + match &self.flags {
-                Cow::Owned(s) => string_bytes(s),
-                Cow::Borrowed(_) => 0,
-            }
     }
 }
 
@@ -607,6 +604,31 @@ mod tests {
             Some("public-api-gateway-istio")
         );
         assert_eq!(a2.tag_text("istio.canonical_revision").as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn an_attempt_of_a_request_dropped_before_its_end_is_still_reported() {
+        let (tracer, store) = tracer();
+        let h = HeaderMap::new();
+        let on = ProxyTracing {
+            sampling: 100.0,
+            report: true,
+        };
+        let mut t = RequestTrace::start(&h, &gateway(), on, false);
+        t.describe(&info(&h), || "op".into());
+        let to = Inbound {
+            identity: Arc::new(gateway()),
+            tracing: on,
+            operation: "product-service.default.svc.cluster.local:50051/*".into(),
+            cluster: Arc::from("inbound|50051||"),
+        };
+        let attempt = t.attempt();
+        let id = attempt.span_id;
+        t.finish_attempt(&tracer, attempt, &to, &Outcome::default());
+        assert_eq!(store.stats().spans, 0, "held until the hop span ends");
+        drop(t);
+        let trace = store.find(&crate::trace::store::Query::default()).pop().expect("one trace");
+        assert_eq!(trace.spans.iter().map(|s| s.span_id).collect::<Vec<_>>(), [id]);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Spans: the gateway's and each sidecar hop's, as Istio's Envoys make them, and the pods' own
 //! (received over OTLP). [`context`] reads and writes trace headers, [`span`] is the one span
-//! model, [`store`] keeps recent traces, [`otlp`] receives and exports, [`jaeger`] answers Jaeger's
+//! model, [`store`] keeps recent traces (each [`packed`] into one buffer), [`otlp`] receives and exports, [`jaeger`] answers Jaeger's
 //! query API. [`Tracer`] is what the proxy holds: where finished spans go.
 
 pub mod context;
 pub mod jaeger;
 pub mod otlp;
+pub mod packed;
 pub mod span;
 pub mod store;
 
@@ -65,13 +66,15 @@ impl Tracer {
         Ok(Tracer { out, dropped })
     }
 
-    /// Sends a finished span on; a full export queue drops it.
-    pub fn report(&self, span: Span) {
+    /// Sends finished spans on (one store insert for all); a full export queue drops them.
+    pub fn report_all(&self, spans: Vec<Span>) {
         match &self.out {
-            Out::Store(s) => s.insert(std::iter::once(span)),
+            Out::Store(s) => s.insert(spans),
             Out::Export(o) => {
-                if !o.push(span) {
-                    self.dropped.inc();
+                for span in spans {
+                    if !o.push(span) {
+                        self.dropped.inc();
+                    }
                 }
             }
         }

@@ -41,29 +41,10 @@ fn value(v: AnyValue) -> Option<Value> {
     })
 }
 
-/// Attribute names kept once for the life of the process; a sender inventing more names than
-/// this gets copies instead, so the table stays bounded.
-const MAX_KEYS: usize = 4096;
-
-/// An attribute name, shared when it has been seen before (they are few: `http.method`, ...).
-fn key(k: String) -> Cow<'static, str> {
-    static KEYS: std::sync::LazyLock<Mutex<HashMap<String, &'static str>>> =
-        std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
-    let mut keys = crate::lock(&KEYS);
-    if let Some(k) = keys.get(&k) {
-        return Cow::Borrowed(k);
-    }
-    if keys.len() >= MAX_KEYS {
-        return Cow::Owned(k);
-    }
-    let shared: &'static str = Box::leak(k.clone().into_boxed_str());
-    keys.insert(k, shared);
-    Cow::Borrowed(shared)
-}
-
+/// The keys are moved, not shared: a received span lives only until the store packs it.
 fn tags(kvs: Vec<KeyValue>) -> Vec<Tag> {
     kvs.into_iter()
-        .filter_map(|kv| Some((key(kv.key), value(kv.value?)?)))
+        .filter_map(|kv| Some((Cow::Owned(kv.key), value(kv.value?)?)))
         .collect()
 }
 

@@ -53,11 +53,47 @@ impl Value {
 
     /// The value as a tag filter compares it (`true`, `42`, the string itself).
     pub fn as_text(&self) -> Cow<'_, str> {
+        self.as_ref().as_text()
+    }
+}
+
+/// A tag value borrowed from where it is kept (a packed trace, a proxy's request).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'a> {
+    Str(&'a str),
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+}
+
+impl<'a> ValueRef<'a> {
+    pub fn to_value(self) -> Value {
         match self {
-            Value::Str(s) => Cow::Borrowed(s),
-            Value::Bool(b) => Cow::Owned(b.to_string()),
-            Value::Int(i) => Cow::Owned(i.to_string()),
-            Value::Float(f) => Cow::Owned(f.to_string()),
+            ValueRef::Str(s) => Value::Str(s.to_string()),
+            ValueRef::Bool(b) => Value::Bool(b),
+            ValueRef::Int(i) => Value::Int(i),
+            ValueRef::Float(f) => Value::Float(f),
+        }
+    }
+
+    /// As [`Value::as_text`].
+    pub fn as_text(self) -> Cow<'a, str> {
+        match self {
+            ValueRef::Str(s) => Cow::Borrowed(s),
+            ValueRef::Bool(b) => Cow::Owned(b.to_string()),
+            ValueRef::Int(i) => Cow::Owned(i.to_string()),
+            ValueRef::Float(f) => Cow::Owned(f.to_string()),
+        }
+    }
+}
+
+impl Value {
+    pub fn as_ref(&self) -> ValueRef<'_> {
+        match self {
+            Value::Str(s) => ValueRef::Str(s),
+            Value::Bool(b) => ValueRef::Bool(*b),
+            Value::Int(i) => ValueRef::Int(*i),
+            Value::Float(f) => ValueRef::Float(*f),
         }
     }
 }
@@ -75,6 +111,26 @@ impl From<String> for Value {
 }
 
 pub type Tag = (Cow<'static, str>, Value);
+
+/// Tag names kept once for the life of the process; a sender inventing more names than this gets
+/// copies instead, so the table stays bounded.
+const MAX_KEYS: usize = 4096;
+
+/// A tag name, shared when it has been seen before (they are few: `http.method`, ...).
+pub fn intern_key(k: &str) -> Cow<'static, str> {
+    static KEYS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut keys = crate::lock(&KEYS);
+    if let Some(k) = keys.get(k) {
+        return Cow::Borrowed(k);
+    }
+    if keys.len() >= MAX_KEYS {
+        return Cow::Owned(k.to_string());
+    }
+    let shared: &'static str = Box::leak(k.into());
+    keys.insert(shared);
+    Cow::Borrowed(shared)
+}
 
 /// Who reported a span (an OTLP resource; a Jaeger process).
 #[derive(Debug, Clone, PartialEq)]
@@ -104,16 +160,26 @@ pub struct Event {
 
 /// Tags written out only when read: a proxy keeps its spans' tags as the request's facts (shared
 /// by the hop and attempt spans), which costs a few allocations per request instead of a few
-/// dozen, and little memory in the store.
+/// dozen; the store packs them straight from those facts.
 pub trait LazyTags: std::fmt::Debug + Send + Sync {
+    /// Calls `f` with every tag, in order.
+    fn visit(&self, f: &mut dyn FnMut(&str, ValueRef<'_>));
     /// Every tag, in order.
-    fn tags(&self) -> Vec<Tag>;
+    fn tags(&self) -> Vec<Tag> {
+        let mut out = Vec::new();
+        self.visit(&mut |k, v| out.push((intern_key(k), v.to_value())));
+        out
+    }
     /// One tag, without writing out the others where that is cheaper.
     fn get(&self, key: &str) -> Option<Value> {
-        self.tags().into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        let mut found = None;
+        self.visit(&mut |k, v| {
+            if found.is_none() && k == key {
+                found = Some(v.to_value());
+            }
+        });
+        found
     }
-    /// What keeping them costs, roughly (see [`Span::approx_bytes`]).
-    fn bytes(&self) -> usize;
 }
 
 #[derive(Debug, Clone)]
@@ -144,31 +210,6 @@ pub struct Span {
     pub error: bool,
     pub status_message: Option<String>,
     pub process: Arc<Process>,
-}
-
-/// A heap allocation's cost beyond its bytes (malloc's header and rounding), for estimates.
-const ALLOC: usize = 16;
-
-/// What a string costs on the heap.
-pub fn string_bytes(s: &str) -> usize {
-    if s.is_empty() {
-        0
-    } else {
-        s.len().next_multiple_of(16) + ALLOC
-    }
-}
-
-fn tag_bytes(t: &[Tag]) -> usize {
-    std::mem::size_of_val(t)
-        + t.iter()
-            .map(|(k, v)| {
-                let key = match k {
-                    Cow::Borrowed(_) => 0,
-                    Cow::Owned(k) => string_bytes(k),
-                };
-                key + if let Value::Str(s) = v { string_bytes(s) } else { 0 }
-            })
-            .sum::<usize>()
 }
 
 impl Span {
@@ -213,25 +254,6 @@ impl Span {
 
     pub fn end_unix_nanos(&self) -> u64 {
         self.start_unix_nanos.saturating_add(self.duration_nanos)
-    }
-
-    /// What the span costs to keep, with the allocator's overhead: the span in its `Arc`, its
-    /// strings and tags (the process is shared and not counted).
-    pub fn approx_bytes(&self) -> usize {
-        std::mem::size_of::<Span>()
-            + 2 * std::mem::size_of::<usize>()
-            + ALLOC
-            + string_bytes(&self.name)
-            + match &self.tags {
-                Tags::Owned(t) => tag_bytes(t) + if t.is_empty() { 0 } else { ALLOC },
-                Tags::Lazy(l) => l.bytes(),
-            }
-            + self
-                .events
-                .iter()
-                .map(|e| std::mem::size_of::<Event>() + string_bytes(&e.name) + tag_bytes(&e.tags))
-                .sum::<usize>()
-            + self.status_message.as_deref().map_or(0, string_bytes)
     }
 }
 

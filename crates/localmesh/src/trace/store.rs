@@ -1,5 +1,5 @@
 //! The most recent traces, in memory, bounded by a trace count and a byte budget; the oldest trace
-//! goes first. Queries follow Jaeger's search: a trace matches when one of its spans has the
+//! goes first. Each trace is kept packed ([`packed`]) and read back as [`Span`]s. Queries follow Jaeger's search: a trace matches when one of its spans has the
 //! service, operation, tags and duration asked for.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::context::{SpanId, TraceId};
-use super::span::Span;
+use super::packed;
+use super::span::{Process, Span};
 
 /// `--max-traces`: how many traces the store keeps.
 pub const DEFAULT_MAX_TRACES: usize = 10_000;
-/// `--max-trace-bytes`: the store's byte budget (spans' strings and overhead, roughly).
+/// `--max-trace-bytes`: the store's byte budget (the packed traces and their bookkeeping).
 pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
 
 #[derive(Debug, Clone, Copy)]
@@ -39,12 +40,43 @@ pub struct StoreStats {
     pub received_spans: u64,
 }
 
+/// One trace: its spans packed in arrival order (see [`packed`]), and the processes they name.
 #[derive(Debug, Default)]
 struct Entry {
-    /// The spans themselves, not boxed: a trace's spans are freed together when it goes.
-    spans: Vec<Span>,
+    packed: Vec<u8>,
+    processes: Vec<Arc<Process>>,
+    spans: usize,
+    /// The earliest span start, for newest-first lists.
+    start: u64,
+    /// What the entry holds on the heap (its part of `Inner::bytes`).
     bytes: usize,
 }
+
+/// A heap block's cost beyond its bytes (the allocator's header and rounding), for the budget.
+const BLOCK: usize = 16;
+
+impl Entry {
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<(TraceId, Entry)>()
+            + self.packed.capacity()
+            + self.processes.capacity() * std::mem::size_of::<Arc<Process>>()
+            + 2 * BLOCK
+    }
+
+    fn views(&self) -> impl Iterator<Item = packed::View<'_>> {
+        packed::spans(&self.packed, &self.processes)
+    }
+
+    fn trace(&self, id: TraceId) -> Trace {
+        let mut spans: Vec<Span> = self.views().map(|v| v.to_span(id)).collect();
+        spans.sort_by_key(|s| s.start_unix_nanos);
+        Trace { id, spans }
+    }
+}
+
+/// A first span's buffer: about what one request's spans through one sidecar hop take (two proxy
+/// spans and an app's), so that most traces never grow it.
+const FIRST_CAPACITY: usize = 2048;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -100,35 +132,61 @@ impl Store {
         self.limits
     }
 
-    /// Adds spans (any traces, any order), then evicts the oldest traces beyond the bounds.
+    /// Adds spans (any traces, any order), then evicts the oldest traces beyond the bounds. The
+    /// spans are packed, and the evicted traces freed, outside the lock.
     pub fn insert(&self, spans: impl IntoIterator<Item = Span>) {
-        let mut inner = crate::lock(&self.inner);
-        let inner = &mut *inner;
+        let spans = spans.into_iter();
+        let mut items = Vec::with_capacity(spans.size_hint().0);
+        // A proxy span packs into about 700 bytes: one allocation, not a doubling per tag.
+        let mut scratch = Vec::with_capacity(1024 * items.capacity().clamp(1, 64));
         for span in spans {
-            let bytes = span.approx_bytes();
-            let entry = inner.traces.entry(span.trace_id).or_insert_with(|| {
-                inner.order.push_back(span.trace_id);
-                Entry {
-                    spans: Vec::with_capacity(4),
-                    bytes: 0,
-                }
-            });
-            entry.spans.push(span);
-            entry.bytes += bytes;
-            inner.spans += 1;
-            inner.bytes += bytes;
-            inner.received += 1;
+            let at = scratch.len();
+            packed::pack(&span, &mut scratch);
+            items.push((span.trace_id, span.process.clone(), span.start_unix_nanos, at..scratch.len()));
         }
-        while inner.order.len() > self.limits.max_traces.max(1) || inner.bytes > self.limits.max_bytes {
-            let Some(old) = inner.order.pop_front() else {
-                break;
-            };
-            if let Some(e) = inner.traces.remove(&old) {
-                inner.spans -= e.spans.len();
-                inner.bytes -= e.bytes;
-                inner.evicted += 1;
+        let mut evicted = Vec::new();
+        {
+            let mut inner = crate::lock(&self.inner);
+            let inner = &mut *inner;
+            for (trace, process, start, range) in items {
+                let entry = inner.traces.entry(trace).or_insert_with(|| {
+                    inner.order.push_back(trace);
+                    Entry {
+                        packed: Vec::with_capacity(FIRST_CAPACITY),
+                        start,
+                        ..Entry::default()
+                    }
+                });
+                let index = match entry.processes.iter().position(|p| Arc::ptr_eq(p, &process)) {
+                    Some(i) => i,
+                    None => {
+                        entry.processes.push(process);
+                        entry.processes.len() - 1
+                    }
+                };
+                prost::encoding::encode_varint(index as u64, &mut entry.packed);
+                entry.packed.extend_from_slice(&scratch[range]);
+                entry.spans += 1;
+                entry.start = entry.start.min(start);
+                let bytes = entry.heap_bytes();
+                inner.bytes = inner.bytes + bytes - entry.bytes;
+                entry.bytes = bytes;
+                inner.spans += 1;
+                inner.received += 1;
+            }
+            while inner.order.len() > self.limits.max_traces.max(1) || inner.bytes > self.limits.max_bytes {
+                let Some(old) = inner.order.pop_front() else {
+                    break;
+                };
+                if let Some(e) = inner.traces.remove(&old) {
+                    inner.spans -= e.spans;
+                    inner.bytes -= e.bytes;
+                    inner.evicted += 1;
+                    evicted.push(e);
+                }
             }
         }
+        drop(evicted);
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -144,7 +202,7 @@ impl Store {
 
     pub fn get(&self, id: TraceId) -> Option<Trace> {
         let inner = crate::lock(&self.inner);
-        inner.traces.get(&id).map(|e| sorted(id, e.spans.clone()))
+        inner.traces.get(&id).map(|e| e.trace(id))
     }
 
     /// Every service that reported a span, sorted.
@@ -153,9 +211,9 @@ impl Store {
         let mut out: Vec<String> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for e in inner.traces.values() {
-            for s in &e.spans {
-                if seen.insert(Arc::as_ptr(&s.process)) && !out.contains(&s.process.service) {
-                    out.push(s.process.service.clone());
+            for p in &e.processes {
+                if seen.insert(Arc::as_ptr(p)) && !out.contains(&p.service) {
+                    out.push(p.service.clone());
                 }
             }
         }
@@ -166,15 +224,14 @@ impl Store {
     /// The operations (span names) of a service, sorted, with their span kinds.
     pub fn operations(&self, service: &str) -> Vec<(String, Option<&'static str>)> {
         let inner = crate::lock(&self.inner);
-        let mut out: Vec<(String, Option<&'static str>)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for e in inner.traces.values() {
-            for s in e.spans.iter().filter(|s| s.process.service == service) {
-                let item = (s.name.clone(), s.kind.as_tag());
-                if !out.contains(&item) {
-                    out.push(item);
-                }
+            for s in e.views().filter(|s| s.process.service == service) {
+                seen.insert((s.name, s.kind.as_tag()));
             }
         }
+        let mut out: Vec<(String, Option<&'static str>)> =
+            seen.into_iter().map(|(name, kind)| (name.to_string(), kind)).collect();
         out.sort();
         out
     }
@@ -186,27 +243,22 @@ impl Store {
         let mut hits: Vec<(u64, TraceId)> = inner
             .traces
             .iter()
-            .filter(|(_, e)| matches(q, &e.spans))
-            .map(|(id, e)| (e.spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0), *id))
+            .filter(|(_, e)| matches(q, e))
+            .map(|(id, e)| (e.start, *id))
             .collect();
         hits.sort_by(|a, b| b.cmp(a));
         hits.truncate(limit);
         hits.into_iter()
-            .filter_map(|(_, id)| inner.traces.get(&id).map(|e| sorted(id, e.spans.clone())))
+            .filter_map(|(_, id)| inner.traces.get(&id).map(|e| e.trace(id)))
             .collect()
     }
 }
 
-fn sorted(id: TraceId, mut spans: Vec<Span>) -> Trace {
-    spans.sort_by_key(|s| s.start_unix_nanos);
-    Trace { id, spans }
-}
-
-fn span_matches(q: &Query, s: &Span) -> bool {
+fn span_matches(q: &Query, s: &packed::View<'_>) -> bool {
     if q.service.as_ref().is_some_and(|svc| &s.process.service != svc) {
         return false;
     }
-    if q.operation.as_ref().is_some_and(|op| &s.name != op) {
+    if q.operation.as_ref().is_some_and(|op| s.name != op) {
         return false;
     }
     let d = Duration::from_nanos(s.duration_nanos);
@@ -218,16 +270,16 @@ fn span_matches(q: &Query, s: &Span) -> bool {
         return false;
     }
     q.tags.iter().all(|(k, want)| {
-        let has = |v: &super::span::Value| v.as_text() == want.as_str();
         if k == "error" && want == "true" && s.is_error() {
             return true;
         }
-        s.tag(k).is_some_and(|v| has(&v)) || s.process.tag(k).is_some_and(has)
+        s.tag(k).is_some_and(|v| v.as_text() == want.as_str())
+            || s.process.tag(k).is_some_and(|v| v.as_text() == want.as_str())
     })
 }
 
-fn matches(q: &Query, spans: &[Span]) -> bool {
-    spans.iter().any(|s| span_matches(q, s)) && (!q.errors_only || spans.iter().any(|s| s.is_error()))
+fn matches(q: &Query, e: &Entry) -> bool {
+    e.views().any(|s| span_matches(q, &s)) && (!q.errors_only || e.views().any(|s| s.is_error()))
 }
 
 /// One trace at a glance, for lists.
@@ -342,7 +394,11 @@ mod tests {
     #[test]
     fn the_byte_budget_holds() {
         let p = process("a");
-        let one = span(1, 1, None, &p, 0, 1).approx_bytes();
+        let one = {
+            let store = Store::new(Limits::default());
+            store.insert([span(1, 1, None, &p, 0, 1)]);
+            store.stats().bytes
+        };
         let store = Store::new(Limits {
             max_traces: 1000,
             max_bytes: one * 10,

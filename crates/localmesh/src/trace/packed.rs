@@ -1,0 +1,382 @@
+//! A trace's spans packed into one byte buffer. The store keeps each trace as two heap blocks (this
+//! buffer and its processes) instead of a few dozen (every span's name, tags and strings): with
+//! thousands of traces kept, evicting the oldest and storing the next then touches little cold
+//! memory, which is what made a full store the largest part of tracing's cost.
+//!
+//! Layout of one span (varints are protobuf's, from prost): process index, span id (8 bytes),
+//! flags (bit 0: has a parent, 1: error, 2: has a status message, 3..6: kind), parent id (8 bytes,
+//! when flagged), start and duration (varints), name, status message (when flagged), the tags
+//! (byte length, then each tag), the events (byte length, then time, name and tags of each).
+//! A tag is its key, a type byte and the value. Strings are a varint length and UTF-8 bytes; a
+//! block's length is 4 bytes, little-endian.
+
+use std::sync::Arc;
+
+use prost::encoding::{decode_varint, encode_varint};
+
+use super::context::{SpanId, TraceId};
+use super::span::{Event, Kind, Process, Span, Tags, ValueRef, intern_key};
+
+const HAS_PARENT: u8 = 1;
+const ERROR: u8 = 2;
+const HAS_STATUS: u8 = 4;
+const KIND_SHIFT: u8 = 3;
+
+const STR: u8 = 0;
+const BOOL: u8 = 1;
+const INT: u8 = 2;
+const FLOAT: u8 = 3;
+
+fn kind_code(k: Kind) -> u8 {
+    match k {
+        Kind::Unspecified => 0,
+        Kind::Internal => 1,
+        Kind::Server => 2,
+        Kind::Client => 3,
+        Kind::Producer => 4,
+        Kind::Consumer => 5,
+    }
+}
+
+fn kind_of(code: u8) -> Kind {
+    match code {
+        1 => Kind::Internal,
+        2 => Kind::Server,
+        3 => Kind::Client,
+        4 => Kind::Producer,
+        5 => Kind::Consumer,
+        _ => Kind::Unspecified,
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    encode_varint(s.len() as u64, out);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_tag(out: &mut Vec<u8>, key: &str, v: ValueRef<'_>) {
+    put_str(out, key);
+    match v {
+        ValueRef::Str(s) => {
+            out.push(STR);
+            put_str(out, s);
+        }
+        ValueRef::Bool(b) => out.extend_from_slice(&[BOOL, u8::from(b)]),
+        ValueRef::Int(i) => {
+            out.push(INT);
+            // Zigzag, as protobuf's sint64.
+            encode_varint(((i << 1) ^ (i >> 63)) as u64, out);
+        }
+        ValueRef::Float(f) => {
+            out.push(FLOAT);
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+    }
+}
+
+/// Writes a block as its byte length (4 bytes, little-endian, so that it can be written after the
+/// block's bytes) then its bytes; `fill` writes the bytes.
+fn put_block(out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    fill(out);
+    let len = u32::try_from(out.len() - at - 4).unwrap_or(u32::MAX);
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Appends `span` without its process index (the store writes that, once it knows the index)
+/// and without its trace id (the store's key).
+pub fn pack(span: &Span, out: &mut Vec<u8>) {
+    out.extend_from_slice(&span.span_id.0);
+    let mut flags = kind_code(span.kind) << KIND_SHIFT;
+    if span.parent.is_some() {
+        flags |= HAS_PARENT;
+    }
+    if span.error {
+        flags |= ERROR;
+    }
+    if span.status_message.is_some() {
+        flags |= HAS_STATUS;
+    }
+    out.push(flags);
+    if let Some(p) = span.parent {
+        out.extend_from_slice(&p.0);
+    }
+    encode_varint(span.start_unix_nanos, out);
+    encode_varint(span.duration_nanos, out);
+    put_str(out, &span.name);
+    if let Some(m) = &span.status_message {
+        put_str(out, m);
+    }
+    put_block(out, |out| match &span.tags {
+        Tags::Owned(t) => t.iter().for_each(|(k, v)| put_tag(out, k, v.as_ref())),
+        Tags::Lazy(l) => l.visit(&mut |k, v| put_tag(out, k, v)),
+    });
+    put_block(out, |out| {
+        for e in &span.events {
+            encode_varint(e.time_unix_nanos, out);
+            put_str(out, &e.name);
+            put_block(out, |out| e.tags.iter().for_each(|(k, v)| put_tag(out, k, v.as_ref())));
+        }
+    });
+}
+
+/// Reads what [`pack`] wrote. Every read is checked: a short or malformed buffer ends the reading
+/// instead of panicking.
+#[derive(Clone, Copy)]
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> Option<u64> {
+        decode_varint(&mut self.0).ok()
+    }
+
+    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        self.bytes(1).map(|b| b[0])
+    }
+
+    fn id<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.bytes(N)?.try_into().ok()
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        let n = usize::try_from(self.varint()?).ok()?;
+        std::str::from_utf8(self.bytes(n)?).ok()
+    }
+
+    fn block(&mut self) -> Option<Reader<'a>> {
+        let n = usize::try_from(u32::from_le_bytes(self.id::<4>()?)).ok()?;
+        self.bytes(n).map(Reader)
+    }
+
+    fn tag(&mut self) -> Option<(&'a str, ValueRef<'a>)> {
+        let key = self.str()?;
+        let v = match self.byte()? {
+            STR => ValueRef::Str(self.str()?),
+            BOOL => ValueRef::Bool(self.byte()? != 0),
+            INT => {
+                let z = self.varint()?;
+                ValueRef::Int(((z >> 1) as i64) ^ -((z & 1) as i64))
+            }
+            FLOAT => ValueRef::Float(f64::from_le_bytes(self.id::<8>()?)),
+            _ => return None,
+        };
+        Some((key, v))
+    }
+}
+
+/// One packed span, read in place.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub process: &'a Arc<Process>,
+    pub span_id: SpanId,
+    pub parent: Option<SpanId>,
+    pub kind: Kind,
+    pub error: bool,
+    pub start_unix_nanos: u64,
+    pub duration_nanos: u64,
+    pub name: &'a str,
+    pub status_message: Option<&'a str>,
+    tags: Reader<'a>,
+    events: Reader<'a>,
+}
+
+impl<'a> View<'a> {
+    /// The span's own tags, as packed.
+    pub fn tags(&self) -> impl Iterator<Item = (&'a str, ValueRef<'a>)> + use<'a> {
+        let mut r = self.tags;
+        std::iter::from_fn(move || r.tag())
+    }
+
+    /// A tag of the span, or else of its process's per-span tags (as [`Span::tag`]).
+    pub fn tag(&self, key: &str) -> Option<ValueRef<'a>> {
+        self.tags().find(|(k, _)| *k == key).map(|(_, v)| v).or_else(|| {
+            let p: &'a Process = self.process;
+            p.span_tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
+        })
+    }
+
+    /// As [`Span::is_error`].
+    pub fn is_error(&self) -> bool {
+        self.error
+            || match self.tag("error") {
+                Some(ValueRef::Bool(b)) => b,
+                Some(ValueRef::Str(s)) => s == "true",
+                _ => false,
+            }
+    }
+
+    /// The span itself, owned.
+    pub fn to_span(&self, trace_id: TraceId) -> Span {
+        let owned = |r: Reader<'a>| {
+            let mut r = r;
+            std::iter::from_fn(move || r.tag())
+                .map(|(k, v)| (intern_key(k), v.to_value()))
+                .collect::<Vec<_>>()
+        };
+        let mut events = Vec::new();
+        let mut r = self.events;
+        while let (Some(time), Some(name), Some(tags)) = (r.varint(), r.str(), r.block()) {
+            events.push(Event {
+                time_unix_nanos: time,
+                name: name.to_string(),
+                tags: owned(tags),
+            });
+        }
+        Span {
+            trace_id,
+            span_id: self.span_id,
+            parent: self.parent,
+            name: self.name.to_string(),
+            kind: self.kind,
+            start_unix_nanos: self.start_unix_nanos,
+            duration_nanos: self.duration_nanos,
+            tags: Tags::Owned(owned(self.tags)),
+            events,
+            error: self.error,
+            status_message: self.status_message.map(str::to_string),
+            process: self.process.clone(),
+        }
+    }
+}
+
+/// The spans packed in `buf` (each after its process index into `processes`), in order.
+pub fn spans<'a>(buf: &'a [u8], processes: &'a [Arc<Process>]) -> impl Iterator<Item = View<'a>> + use<'a> {
+    let mut r = Reader(buf);
+    std::iter::from_fn(move || {
+        let process = processes.get(usize::try_from(r.varint()?).ok()?)?;
+        let span_id = SpanId(r.id::<8>()?);
+        let flags = r.byte()?;
+        let parent = if flags & HAS_PARENT != 0 {
+            Some(SpanId(r.id::<8>()?))
+        } else {
+            None
+        };
+        let start_unix_nanos = r.varint()?;
+        let duration_nanos = r.varint()?;
+        let name = r.str()?;
+        let status_message = if flags & HAS_STATUS != 0 { Some(r.str()?) } else { None };
+        let tags = r.block()?;
+        let events = r.block()?;
+        Some(View {
+            process,
+            span_id,
+            parent,
+            kind: kind_of(flags >> KIND_SHIFT),
+            error: flags & ERROR != 0,
+            start_unix_nanos,
+            duration_nanos,
+            name,
+            status_message,
+            tags,
+            events,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::span::Value;
+
+    #[test]
+    fn a_span_reads_back_as_it_was_packed() {
+        let process = Arc::new(Process {
+            service: "product.default".into(),
+            tags: Vec::new(),
+            span_tags: vec![("istio.namespace".into(), Value::from("default"))],
+        });
+        let span = Span {
+            trace_id: TraceId([7; 16]),
+            span_id: SpanId([1; 8]),
+            parent: Some(SpanId([2; 8])),
+            name: "GetProduct".into(),
+            kind: Kind::Server,
+            start_unix_nanos: 1_700_000_000_000_000_000,
+            duration_nanos: 1234,
+            tags: Tags::Owned(vec![
+                ("http.status_code".into(), Value::from("200")),
+                ("retry".into(), Value::Bool(true)),
+                ("attempt".into(), Value::Int(-3)),
+                ("weight".into(), Value::Float(0.8)),
+                ("ünï".into(), Value::from("cödé")),
+            ]),
+            events: vec![Event {
+                time_unix_nanos: 5,
+                name: "exception".into(),
+                tags: vec![("exception.message".into(), Value::from("boom"))],
+            }],
+            error: true,
+            status_message: Some("deadline".into()),
+            process: process.clone(),
+        };
+        let plain = Span {
+            span_id: SpanId([3; 8]),
+            parent: None,
+            tags: Tags::default(),
+            events: Vec::new(),
+            error: false,
+            status_message: None,
+            kind: Kind::Unspecified,
+            ..span.clone()
+        };
+        let mut buf = Vec::new();
+        for s in [&span, &plain] {
+            encode_varint(0, &mut buf);
+            pack(s, &mut buf);
+        }
+        let processes = [process];
+        let back: Vec<Span> = spans(&buf, &processes).map(|v| v.to_span(span.trace_id)).collect();
+        assert_eq!(back.len(), 2);
+        for (a, b) in back.iter().zip([&span, &plain]) {
+            assert_eq!(format!("{:?}", a.all_tags()), format!("{:?}", b.all_tags()));
+            assert_eq!(
+                (a.span_id, a.parent, a.kind, a.error, &a.name, &a.status_message, &a.events),
+                (b.span_id, b.parent, b.kind, b.error, &b.name, &b.status_message, &b.events)
+            );
+            assert_eq!((a.start_unix_nanos, a.duration_nanos), (b.start_unix_nanos, b.duration_nanos));
+        }
+        let v = spans(&buf, &processes).next().unwrap();
+        assert!(v.is_error());
+        assert_eq!(v.tag("istio.namespace").map(|v| v.as_text().into_owned()).as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn a_cut_buffer_ends_the_reading_without_a_panic() {
+        let process = Arc::new(Process {
+            service: "a".into(),
+            tags: Vec::new(),
+            span_tags: Vec::new(),
+        });
+        let span = Span {
+            trace_id: TraceId([7; 16]),
+            span_id: SpanId([1; 8]),
+            parent: None,
+            name: "op".into(),
+            kind: Kind::Server,
+            start_unix_nanos: 1,
+            duration_nanos: 2,
+            tags: Tags::Owned(vec![("k".into(), Value::from("v"))]),
+            events: Vec::new(),
+            error: false,
+            status_message: None,
+            process: process.clone(),
+        };
+        let mut buf = Vec::new();
+        encode_varint(0, &mut buf);
+        pack(&span, &mut buf);
+        let processes = [process];
+        for cut in 0..buf.len() {
+            assert_eq!(spans(&buf[..cut], &processes).count(), 0, "cut at {cut}");
+        }
+        // An index past the processes is not a span either.
+        buf[0] = 5;
+        assert_eq!(spans(&buf, &processes).count(), 0);
+    }
+}
