@@ -17,7 +17,7 @@ use crate::pods::{self, PodOptions, Supervisor};
 use crate::proxy::{self, ObserveOptions, Proxy, Running};
 use crate::stats::Window;
 use crate::trace::Sink;
-use crate::trace::otlp;
+use crate::trace::receive;
 use crate::trace::store::{Limits, Store};
 
 #[derive(Debug, Clone)]
@@ -67,7 +67,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         None => {
             let store = Arc::new(Store::new(opts.limits));
             let tcp = bind(opts.otlp_port, "OTLP receiver, --otlp-port").await?;
-            let (addr, task) = otlp::serve_receiver(store.clone(), tcp, opts.otlp_max_message)?;
+            let (addr, task) = receive::serve_receiver(store.clone(), tcp, opts.otlp_max_message)?;
             (Sink::Store(store), Some((addr, task)))
         }
     };

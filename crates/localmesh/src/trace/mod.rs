@@ -1,12 +1,13 @@
 //! Spans: the gateway's and each sidecar hop's, as Istio's Envoys make them, and the pods' own
 //! (received over OTLP). [`context`] reads and writes trace headers, [`span`] is the one span
-//! model, [`store`] keeps recent traces (each [`packed`] into one buffer), [`otlp`] receives and exports, [`jaeger`] answers Jaeger's
+//! model, [`store`] keeps recent traces (each [`packed`] into one buffer), [`receive`] takes the pods' OTLP, [`otlp`] exports, [`jaeger`] answers Jaeger's
 //! query API. [`Tracer`] is what the proxy holds: where finished spans go.
 
 pub mod context;
 pub mod jaeger;
 pub mod otlp;
 pub mod packed;
+pub mod receive;
 pub mod span;
 pub mod store;
 

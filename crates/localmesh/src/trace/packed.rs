@@ -54,7 +54,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_tag(out: &mut Vec<u8>, key: &str, v: ValueRef<'_>) {
+pub fn put_tag(out: &mut Vec<u8>, key: &str, v: ValueRef<'_>) {
     put_str(out, key);
     match v {
         ValueRef::Str(s) => {
@@ -84,41 +84,81 @@ fn put_block(out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-/// Appends `span` without its process index (the store writes that, once it knows the index)
-/// and without its trace id (the store's key).
-pub fn pack(span: &Span, out: &mut Vec<u8>) {
-    out.extend_from_slice(&span.span_id.0);
-    let mut flags = kind_code(span.kind) << KIND_SHIFT;
-    if span.parent.is_some() {
+/// What a span's packing starts with (everything but its tags and events).
+pub struct Header<'a> {
+    pub span_id: SpanId,
+    pub parent: Option<SpanId>,
+    pub kind: Kind,
+    pub error: bool,
+    pub start_unix_nanos: u64,
+    pub duration_nanos: u64,
+    pub name: &'a str,
+    pub status_message: Option<&'a str>,
+}
+
+/// Appends a span without its process index (the store writes that, once it knows the index)
+/// and without its trace id (the store's key): `tags` writes the tags with [`put_tag`], `events`
+/// the events with [`put_event`].
+pub fn pack_parts(out: &mut Vec<u8>, h: &Header<'_>, tags: impl FnOnce(&mut Vec<u8>), events: impl FnOnce(&mut Vec<u8>)) {
+    out.extend_from_slice(&h.span_id.0);
+    let mut flags = kind_code(h.kind) << KIND_SHIFT;
+    if h.parent.is_some() {
         flags |= HAS_PARENT;
     }
-    if span.error {
+    if h.error {
         flags |= ERROR;
     }
-    if span.status_message.is_some() {
+    if h.status_message.is_some() {
         flags |= HAS_STATUS;
     }
     out.push(flags);
-    if let Some(p) = span.parent {
+    if let Some(p) = h.parent {
         out.extend_from_slice(&p.0);
     }
-    encode_varint(span.start_unix_nanos, out);
-    encode_varint(span.duration_nanos, out);
-    put_str(out, &span.name);
-    if let Some(m) = &span.status_message {
+    encode_varint(h.start_unix_nanos, out);
+    encode_varint(h.duration_nanos, out);
+    put_str(out, h.name);
+    if let Some(m) = h.status_message {
         put_str(out, m);
     }
-    put_block(out, |out| match &span.tags {
-        Tags::Owned(t) => t.iter().for_each(|(k, v)| put_tag(out, k, v.as_ref())),
-        Tags::Lazy(l) => l.visit(&mut |k, v| put_tag(out, k, v)),
-    });
-    put_block(out, |out| {
-        for e in &span.events {
-            encode_varint(e.time_unix_nanos, out);
-            put_str(out, &e.name);
-            put_block(out, |out| e.tags.iter().for_each(|(k, v)| put_tag(out, k, v.as_ref())));
-        }
-    });
+    put_block(out, tags);
+    put_block(out, events);
+}
+
+/// Appends one event: `tags` writes its tags with [`put_tag`].
+pub fn put_event(out: &mut Vec<u8>, time_unix_nanos: u64, name: &str, tags: impl FnOnce(&mut Vec<u8>)) {
+    encode_varint(time_unix_nanos, out);
+    put_str(out, name);
+    put_block(out, tags);
+}
+
+/// Appends `span` as [`pack_parts`] does.
+pub fn pack(span: &Span, out: &mut Vec<u8>) {
+    let h = Header {
+        span_id: span.span_id,
+        parent: span.parent,
+        kind: span.kind,
+        error: span.error,
+        start_unix_nanos: span.start_unix_nanos,
+        duration_nanos: span.duration_nanos,
+        name: &span.name,
+        status_message: span.status_message.as_deref(),
+    };
+    pack_parts(
+        out,
+        &h,
+        |out| match &span.tags {
+            Tags::Owned(t) => t.iter().for_each(|(k, v)| put_tag(out, k, v.as_ref())),
+            Tags::Lazy(l) => l.visit(&mut |k, v| put_tag(out, k, v)),
+        },
+        |out| {
+            for e in &span.events {
+                put_event(out, e.time_unix_nanos, &e.name, |out| {
+                    e.tags.iter().for_each(|(k, v)| put_tag(out, k, v.as_ref()));
+                });
+            }
+        },
+    );
 }
 
 /// Reads what [`pack`] wrote. Every read is checked: a short or malformed buffer ends the reading

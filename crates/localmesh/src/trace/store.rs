@@ -41,8 +41,9 @@ pub struct StoreStats {
 }
 
 /// One trace: its spans packed in arrival order (see [`packed`]), and the processes they name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Entry {
+    id: TraceId,
     packed: Vec<u8>,
     processes: Vec<Arc<Process>>,
     spans: usize,
@@ -67,10 +68,27 @@ impl Entry {
         packed::spans(&self.packed, &self.processes)
     }
 
-    fn trace(&self, id: TraceId) -> Trace {
-        let mut spans: Vec<Span> = self.views().map(|v| v.to_span(id)).collect();
+    fn trace(&self) -> Trace {
+        let mut spans: Vec<Span> = self.views().map(|v| v.to_span(self.id)).collect();
         spans.sort_by_key(|s| s.start_unix_nanos);
-        Trace { id, spans }
+        Trace { id: self.id, spans }
+    }
+
+    /// The entry of the trace evicted to make room, emptied for `id`: its buffer is reused, so a
+    /// full store neither allocates nor frees per trace (one that grew large is replaced).
+    fn recycle(mut self, id: TraceId, start: u64) -> (Entry, Option<Vec<u8>>) {
+        let big = (self.packed.capacity() > 4 * FIRST_CAPACITY)
+            .then(|| std::mem::replace(&mut self.packed, Vec::with_capacity(FIRST_CAPACITY)));
+        self.packed.clear();
+        self.processes.clear();
+        let entry = Entry {
+            id,
+            start,
+            spans: 0,
+            bytes: 0,
+            ..self
+        };
+        (entry, big)
     }
 }
 
@@ -80,19 +98,65 @@ const FIRST_CAPACITY: usize = 2048;
 
 #[derive(Debug, Default)]
 struct Inner {
-    traces: HashMap<TraceId, Entry>,
-    /// Oldest first (by the arrival of a trace's first span).
-    order: VecDeque<TraceId>,
+    /// Each trace's sequence number: its entry is `ring[seq - first]`.
+    seqs: HashMap<TraceId, u64>,
+    /// Oldest first (by the arrival of a trace's first span): eviction is first in, first out.
+    ring: VecDeque<Entry>,
+    /// The sequence number of `ring[0]`.
+    first: u64,
     spans: usize,
     bytes: usize,
     evicted: u64,
     received: u64,
 }
 
+impl Inner {
+    fn entry(&self, id: TraceId) -> Option<&Entry> {
+        let seq = *self.seqs.get(&id)?;
+        self.ring.get(usize::try_from(seq - self.first).ok()?)
+    }
+
+    fn evict_oldest(&mut self) -> Option<Entry> {
+        let old = self.ring.pop_front()?;
+        self.first += 1;
+        self.seqs.remove(&old.id);
+        self.spans -= old.spans;
+        self.bytes -= old.bytes;
+        self.evicted += 1;
+        Some(old)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Store {
     inner: Mutex<Inner>,
     limits: Limits,
+}
+
+/// Spans packed ([`packed::pack_parts`]) back to back, for [`Store::insert_packed`].
+#[derive(Debug, Default)]
+pub struct Packed {
+    pub bytes: Vec<u8>,
+    pub spans: Vec<PackedSpan>,
+}
+
+#[derive(Debug)]
+pub struct PackedSpan {
+    pub trace: TraceId,
+    pub process: Arc<Process>,
+    pub start: u64,
+    /// Where the span is in [`Packed::bytes`].
+    pub range: std::ops::Range<usize>,
+}
+
+impl Packed {
+    /// Room for `spans` spans of about a proxy span's size (700 bytes) each.
+    pub fn with_capacity(spans: usize) -> Self {
+        Packed {
+            bytes: Vec::with_capacity(1024 * spans.clamp(1, 64)),
+            spans: Vec::with_capacity(spans),
+        }
+    }
 }
 
 /// A search, as Jaeger's `/api/traces` takes it. Every part that is set must hold for one span.
@@ -136,27 +200,73 @@ impl Store {
     /// spans are packed, and the evicted traces freed, outside the lock.
     pub fn insert(&self, spans: impl IntoIterator<Item = Span>) {
         let spans = spans.into_iter();
-        let mut items = Vec::with_capacity(spans.size_hint().0);
-        // A proxy span packs into about 700 bytes: one allocation, not a doubling per tag.
-        let mut scratch = Vec::with_capacity(1024 * items.capacity().clamp(1, 64));
+        let mut batch = Packed::with_capacity(spans.size_hint().0);
         for span in spans {
-            let at = scratch.len();
-            packed::pack(&span, &mut scratch);
-            items.push((span.trace_id, span.process.clone(), span.start_unix_nanos, at..scratch.len()));
+            let at = batch.bytes.len();
+            packed::pack(&span, &mut batch.bytes);
+            let Span {
+                trace_id,
+                process,
+                start_unix_nanos,
+                ..
+            } = span;
+            batch.spans.push(PackedSpan {
+                trace: trace_id,
+                process,
+                start: start_unix_nanos,
+                range: at..batch.bytes.len(),
+            });
         }
-        let mut evicted = Vec::new();
+        self.insert_packed(batch);
+    }
+
+    /// Adds spans packed by the caller (the OTLP receiver packs straight from the wire).
+    pub fn insert_packed(&self, batch: Packed) {
+        let Packed { bytes: scratch, spans: items } = batch;
+        let mut freed: Vec<Entry> = Vec::new();
+        let mut big: Vec<Vec<u8>> = Vec::new();
         {
             let mut inner = crate::lock(&self.inner);
             let inner = &mut *inner;
-            for (trace, process, start, range) in items {
-                let entry = inner.traces.entry(trace).or_insert_with(|| {
-                    inner.order.push_back(trace);
-                    Entry {
-                        packed: Vec::with_capacity(FIRST_CAPACITY),
-                        start,
-                        ..Entry::default()
+            let max_traces = self.limits.max_traces.max(1);
+            for PackedSpan {
+                trace,
+                process,
+                start,
+                range,
+            } in items
+            {
+                let seq = match inner.seqs.get(&trace) {
+                    Some(&seq) => seq,
+                    None => {
+                        let oldest = if inner.ring.len() >= max_traces {
+                            inner.evict_oldest()
+                        } else {
+                            None
+                        };
+                        let entry = if let Some(old) = oldest {
+                            let (entry, grown) = old.recycle(trace, start);
+                            big.extend(grown);
+                            entry
+                        } else {
+                            Entry {
+                                id: trace,
+                                packed: Vec::with_capacity(FIRST_CAPACITY),
+                                processes: Vec::new(),
+                                spans: 0,
+                                start,
+                                bytes: 0,
+                            }
+                        };
+                        let seq = inner.first + inner.ring.len() as u64;
+                        inner.ring.push_back(entry);
+                        inner.seqs.insert(trace, seq);
+                        seq
                     }
-                });
+                };
+                let Some(entry) = usize::try_from(seq - inner.first).ok().and_then(|i| inner.ring.get_mut(i)) else {
+                    continue;
+                };
                 let index = match entry.processes.iter().position(|p| Arc::ptr_eq(p, &process)) {
                     Some(i) => i,
                     None => {
@@ -174,25 +284,20 @@ impl Store {
                 inner.spans += 1;
                 inner.received += 1;
             }
-            while inner.order.len() > self.limits.max_traces.max(1) || inner.bytes > self.limits.max_bytes {
-                let Some(old) = inner.order.pop_front() else {
+            while inner.bytes > self.limits.max_bytes {
+                let Some(old) = inner.evict_oldest() else {
                     break;
                 };
-                if let Some(e) = inner.traces.remove(&old) {
-                    inner.spans -= e.spans;
-                    inner.bytes -= e.bytes;
-                    inner.evicted += 1;
-                    evicted.push(e);
-                }
+                freed.push(old);
             }
         }
-        drop(evicted);
+        drop((freed, big));
     }
 
     pub fn stats(&self) -> StoreStats {
         let inner = crate::lock(&self.inner);
         StoreStats {
-            traces: inner.traces.len(),
+            traces: inner.ring.len(),
             spans: inner.spans,
             bytes: inner.bytes,
             evicted_traces: inner.evicted,
@@ -202,7 +307,7 @@ impl Store {
 
     pub fn get(&self, id: TraceId) -> Option<Trace> {
         let inner = crate::lock(&self.inner);
-        inner.traces.get(&id).map(|e| e.trace(id))
+        inner.entry(id).map(Entry::trace)
     }
 
     /// Every service that reported a span, sorted.
@@ -210,7 +315,7 @@ impl Store {
         let inner = crate::lock(&self.inner);
         let mut out: Vec<String> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for e in inner.traces.values() {
+        for e in &inner.ring {
             for p in &e.processes {
                 if seen.insert(Arc::as_ptr(p)) && !out.contains(&p.service) {
                     out.push(p.service.clone());
@@ -225,7 +330,7 @@ impl Store {
     pub fn operations(&self, service: &str) -> Vec<(String, Option<&'static str>)> {
         let inner = crate::lock(&self.inner);
         let mut seen = std::collections::HashSet::new();
-        for e in inner.traces.values() {
+        for e in &inner.ring {
             for s in e.views().filter(|s| s.process.service == service) {
                 seen.insert((s.name, s.kind.as_tag()));
             }
@@ -240,17 +345,10 @@ impl Store {
     pub fn find(&self, q: &Query) -> Vec<Trace> {
         let limit = if q.limit == 0 { 20 } else { q.limit };
         let inner = crate::lock(&self.inner);
-        let mut hits: Vec<(u64, TraceId)> = inner
-            .traces
-            .iter()
-            .filter(|(_, e)| matches(q, e))
-            .map(|(id, e)| (e.start, *id))
-            .collect();
-        hits.sort_by(|a, b| b.cmp(a));
+        let mut hits: Vec<&Entry> = inner.ring.iter().filter(|e| matches(q, e)).collect();
+        hits.sort_by(|a, b| (b.start, b.id).cmp(&(a.start, a.id)));
         hits.truncate(limit);
-        hits.into_iter()
-            .filter_map(|(_, id)| inner.traces.get(&id).map(|e| e.trace(id)))
-            .collect()
+        hits.into_iter().map(Entry::trace).collect()
     }
 }
 

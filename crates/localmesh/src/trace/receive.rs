@@ -1,0 +1,673 @@
+//! The OTLP/gRPC receiver for the pods' spans. It reads each export request in place, straight
+//! from the protobuf wire format into the store's packed form: a pod's batch of spans costs no
+//! allocation per span, attribute or string (decoding it into OTLP's message types first was the
+//! largest part of receiving).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::AnyValue;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message as _;
+use prost::encoding::{WireType, decode_key, decode_varint};
+use tokio::net::TcpListener;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+use super::context::{SpanId, TraceId};
+use super::packed::{self, Header};
+use super::span::{Kind, Process, ValueRef};
+use super::store::{Packed, PackedSpan, Store};
+
+const SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
+const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// One protobuf field's value, borrowed from the message.
+#[derive(Clone, Copy)]
+enum Field<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    /// Skipped: OTLP's 32-bit fields (span flags) are not kept.
+    Fixed32,
+    Bytes(&'a [u8]),
+}
+
+/// The fields of one message, in wire order. A malformed message ends with an error naming what
+/// was wrong.
+fn fields(mut buf: &[u8]) -> impl Iterator<Item = Result<(u32, Field<'_>), String>> {
+    std::iter::from_fn(move || {
+        if buf.is_empty() {
+            return None;
+        }
+        let next = (|| {
+            let (tag, wire) = decode_key(&mut buf).map_err(|e| e.to_string())?;
+            let value = match wire {
+                WireType::Varint => Field::Varint(decode_varint(&mut buf).map_err(|e| e.to_string())?),
+                WireType::SixtyFourBit => {
+                    let (b, rest) = buf.split_at_checked(8).ok_or("a 64-bit field is cut short")?;
+                    buf = rest;
+                    Field::Fixed64(u64::from_le_bytes(b.try_into().map_err(|_| "a 64-bit field is cut short")?))
+                }
+                WireType::ThirtyTwoBit => {
+                    buf = buf.get(4..).ok_or("a 32-bit field is cut short")?;
+                    Field::Fixed32
+                }
+                WireType::LengthDelimited => {
+                    let n = decode_varint(&mut buf).map_err(|e| e.to_string())?;
+                    let n = usize::try_from(n).map_err(|_| "a length is too large")?;
+                    let (b, rest) = buf.split_at_checked(n).ok_or("a length-delimited field is cut short")?;
+                    buf = rest;
+                    Field::Bytes(b)
+                }
+                WireType::StartGroup | WireType::EndGroup => return Err("groups are not used by OTLP".to_string()),
+            };
+            Ok((tag, value))
+        })();
+        if next.is_err() {
+            buf = &[];
+        }
+        Some(next)
+    })
+}
+
+fn text<'a>(b: &'a [u8], what: &str) -> Result<&'a str, String> {
+    std::str::from_utf8(b).map_err(|_| format!("{what} is not UTF-8"))
+}
+
+/// Interns processes by their encoded resource, so the spans of one pod share one [`Process`].
+#[derive(Debug, Default)]
+struct Processes(Mutex<HashMap<Vec<u8>, Arc<Process>>>);
+
+/// More distinct resources than this and the table starts over (pods come and go).
+const MAX_PROCESSES: usize = 1024;
+
+impl Processes {
+    fn get(&self, resource: &[u8]) -> Result<Arc<Process>, String> {
+        let mut map = crate::lock(&self.0);
+        if let Some(p) = map.get(resource) {
+            return Ok(p.clone());
+        }
+        let r = Resource::decode(resource).map_err(|e| format!("resource: {e}"))?;
+        let mut service = None;
+        let mut tags = Vec::new();
+        for kv in r.attributes {
+            let Some(v) = kv.value.and_then(|v| v.value) else {
+                continue;
+            };
+            let v = super::otlp::value(v);
+            if kv.key == "service.name" && service.is_none() {
+                service = Some(v.as_text().into_owned());
+            } else {
+                tags.push((kv.key.into(), v));
+            }
+        }
+        let p = Arc::new(Process {
+            service: service.unwrap_or_else(|| "unknown_service".into()),
+            tags,
+            span_tags: Vec::new(),
+        });
+        if map.len() >= MAX_PROCESSES {
+            map.clear();
+        }
+        map.insert(resource.to_vec(), p.clone());
+        Ok(p)
+    }
+}
+
+/// Writes one `KeyValue` as a tag; one without a value is skipped, as OTLP receivers do.
+fn put_attribute(out: &mut Vec<u8>, kv: &[u8]) -> Result<(), String> {
+    let mut key = "";
+    let mut value = None;
+    for f in fields(kv) {
+        match f? {
+            (1, Field::Bytes(b)) => key = text(b, "an attribute key")?,
+            (2, Field::Bytes(b)) => value = Some(b),
+            _ => {}
+        }
+    }
+    let Some(any) = value else {
+        return Ok(());
+    };
+    let mut v = None;
+    for f in fields(any) {
+        v = match f? {
+            (1, Field::Bytes(b)) => Some(ValueRef::Str(text(b, "a string attribute")?)),
+            (2, Field::Varint(b)) => Some(ValueRef::Bool(b != 0)),
+            (3, Field::Varint(i)) => Some(ValueRef::Int(i as i64)),
+            (4, Field::Fixed64(f)) => Some(ValueRef::Float(f64::from_bits(f))),
+            // Arrays, maps and bytes are shown as text, as Jaeger shows them.
+            (5..=7, Field::Bytes(_)) => {
+                let decoded = AnyValue::decode(any).map_err(|e| format!("attribute {key}: {e}"))?;
+                if let Some(other) = decoded.value {
+                    let shown = super::otlp::value(other);
+                    packed::put_tag(out, key, shown.as_ref());
+                }
+                return Ok(());
+            }
+            _ => v,
+        };
+    }
+    if let Some(v) = v {
+        packed::put_tag(out, key, v);
+    }
+    Ok(())
+}
+
+fn put_attributes(out: &mut Vec<u8>, attrs: &[&[u8]]) -> Result<(), String> {
+    attrs.iter().try_for_each(|kv| put_attribute(out, kv))
+}
+
+/// The parts of one span, collected before it is packed (protobuf fields come in any order).
+#[derive(Default)]
+struct SpanFields<'a> {
+    trace_id: &'a [u8],
+    span_id: &'a [u8],
+    parent: &'a [u8],
+    name: &'a [u8],
+    kind: u64,
+    start: u64,
+    end: u64,
+    status: &'a [u8],
+    attributes: Vec<&'a [u8]>,
+    events: Vec<&'a [u8]>,
+}
+
+/// Packs one `Span` message; `Ok(false)` when its ids are not valid (the span is rejected).
+fn put_span(batch: &mut Packed, process: &Arc<Process>, span: &[u8]) -> Result<bool, String> {
+    let mut s = SpanFields::default();
+    for f in fields(span) {
+        match f? {
+            (1, Field::Bytes(b)) => s.trace_id = b,
+            (2, Field::Bytes(b)) => s.span_id = b,
+            (4, Field::Bytes(b)) => s.parent = b,
+            (5, Field::Bytes(b)) => s.name = b,
+            (6, Field::Varint(k)) => s.kind = k,
+            (7, Field::Fixed64(t)) => s.start = t,
+            (8, Field::Fixed64(t)) => s.end = t,
+            (9, Field::Bytes(b)) => s.attributes.push(b),
+            (11, Field::Bytes(b)) => s.events.push(b),
+            (15, Field::Bytes(b)) => s.status = b,
+            _ => {}
+        }
+    }
+    let (Ok(trace), Ok(span_id)) = (<[u8; 16]>::try_from(s.trace_id), <[u8; 8]>::try_from(s.span_id)) else {
+        return Ok(false);
+    };
+    let mut status_message = "";
+    let mut error = false;
+    for f in fields(s.status) {
+        match f? {
+            (2, Field::Bytes(b)) => status_message = text(b, "status.message")?,
+            // STATUS_CODE_ERROR
+            (3, Field::Varint(c)) => error = c == 2,
+            _ => {}
+        }
+    }
+    let header = Header {
+        span_id: SpanId(span_id),
+        parent: <[u8; 8]>::try_from(s.parent).ok().filter(|p| *p != [0; 8]).map(SpanId),
+        kind: match s.kind {
+            1 => Kind::Internal,
+            2 => Kind::Server,
+            3 => Kind::Client,
+            4 => Kind::Producer,
+            5 => Kind::Consumer,
+            _ => Kind::Unspecified,
+        },
+        error,
+        start_unix_nanos: s.start,
+        duration_nanos: s.end.saturating_sub(s.start),
+        name: text(s.name, "name")?,
+        status_message: (!status_message.is_empty()).then_some(status_message),
+    };
+    let at = batch.bytes.len();
+    let (mut tags, mut events) = (Ok(()), Ok(()));
+    packed::pack_parts(
+        &mut batch.bytes,
+        &header,
+        |out| tags = put_attributes(out, &s.attributes),
+        |out| events = s.events.iter().try_for_each(|e| put_event(out, e)),
+    );
+    if let Err(e) = tags.and(events) {
+        batch.bytes.truncate(at);
+        return Err(e);
+    }
+    batch.spans.push(PackedSpan {
+        trace: TraceId(trace),
+        process: process.clone(),
+        start: s.start,
+        range: at..batch.bytes.len(),
+    });
+    Ok(true)
+}
+
+fn put_event(out: &mut Vec<u8>, event: &[u8]) -> Result<(), String> {
+    let mut time = 0;
+    let mut name = "";
+    let mut attrs = Vec::new();
+    for f in fields(event) {
+        match f? {
+            (1, Field::Fixed64(t)) => time = t,
+            (2, Field::Bytes(b)) => name = text(b, "event name")?,
+            (3, Field::Bytes(b)) => attrs.push(b),
+            _ => {}
+        }
+    }
+    let mut result = Ok(());
+    packed::put_event(out, time, name, |out| result = put_attributes(out, &attrs));
+    result
+}
+
+/// Packs every span of an `ExportTraceServiceRequest`; returns how many were rejected for their
+/// ids. A malformed message is an error naming where it is malformed.
+fn unpack(request: &[u8], processes: &Processes, batch: &mut Packed) -> Result<usize, String> {
+    let mut rejected = 0;
+    for (r, f) in fields(request).enumerate() {
+        let (1, Field::Bytes(resource_spans)) = f? else {
+            continue;
+        };
+        let at = |e: String| format!("resource_spans[{r}]: {e}");
+        let mut resource: &[u8] = &[];
+        let mut scopes = Vec::new();
+        for f in fields(resource_spans) {
+            match f.map_err(at)? {
+                (1, Field::Bytes(b)) => resource = b,
+                (2, Field::Bytes(b)) => scopes.push(b),
+                _ => {}
+            }
+        }
+        let process = processes.get(resource).map_err(at)?;
+        for (i, scope) in scopes.iter().enumerate() {
+            let mut k = 0;
+            for f in fields(scope) {
+                if let (2, Field::Bytes(span)) = f.map_err(at)? {
+                    let kept = put_span(batch, &process, span)
+                        .map_err(|e| format!("resource_spans[{r}].scope_spans[{i}].spans[{k}]: {e}"))?;
+                    rejected += usize::from(!kept);
+                    k += 1;
+                }
+            }
+        }
+    }
+    Ok(rejected)
+}
+
+/// Requests as their bytes, responses as protobuf.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        item.encode(dst).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+#[derive(Clone)]
+struct Receiver {
+    store: Arc<Store>,
+    processes: Arc<Processes>,
+    max_message: usize,
+}
+
+impl Receiver {
+    fn export(&self, request: &[u8]) -> Result<ExportTraceServiceResponse, tonic::Status> {
+        let mut batch = Packed::with_capacity(64);
+        let rejected = unpack(request, &self.processes, &mut batch)
+            .map_err(|e| tonic::Status::invalid_argument(format!("not an OTLP ExportTraceServiceRequest: {e}")))?;
+        self.store.insert_packed(batch);
+        Ok(ExportTraceServiceResponse {
+            partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: i64::try_from(rejected).unwrap_or(i64::MAX),
+                error_message: "trace_id must be 16 bytes and span_id 8 bytes".into(),
+            }),
+        })
+    }
+}
+
+impl tonic::server::UnaryService<Bytes> for Receiver {
+    type Response = ExportTraceServiceResponse;
+    type Future = std::future::Ready<Result<tonic::Response<Self::Response>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        std::future::ready(self.export(request.get_ref()).map(tonic::Response::new))
+    }
+}
+
+impl tonic::server::NamedService for Receiver {
+    const NAME: &'static str = SERVICE;
+}
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for Receiver {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            if req.uri().path() != EXPORT {
+                return Ok(tonic::Status::unimplemented(format!("{} is not served here", req.uri().path())).into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(RawCodec).apply_max_message_size_config(Some(this.max_message), None);
+            Ok(grpc.unary(this, req).await)
+        })
+    }
+}
+
+/// Serves OTLP/gRPC on `tcp` until the task is aborted; every span goes into `store`. A request
+/// over `max_message` bytes is refused with OUT_OF_RANGE naming its size and the limit.
+pub fn serve_receiver(
+    store: Arc<Store>,
+    tcp: TcpListener,
+    max_message: usize,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let addr = tcp.local_addr()?;
+    let svc = Receiver {
+        store,
+        processes: Arc::default(),
+        max_message,
+    };
+    let incoming = tonic::transport::server::TcpIncoming::from(tcp).with_nodelay(Some(true));
+    let task = tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(incoming)
+            .await
+        {
+            tracing::warn!(error = %e, "the OTLP receiver stopped");
+        }
+    });
+    Ok((addr, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::trace::v1 as pb;
+
+    use super::*;
+    use crate::trace::span::{Event, Span, Tags, Value};
+
+    fn attribute(key: &str, v: any_value::Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    fn request(spans: Vec<pb::Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![pb::ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        attribute("service.name", any_value::Value::StringValue("product".into())),
+                        attribute("k8s.pod.name", any_value::Value::StringValue("product-v1-0".into())),
+                    ],
+                    ..Default::default()
+                }),
+                scope_spans: vec![pb::ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn receive(req: &ExportTraceServiceRequest) -> (Store, Result<usize, String>) {
+        let store = Store::default();
+        let mut batch = Packed::default();
+        let result = unpack(&req.encode_to_vec(), &Processes::default(), &mut batch);
+        store.insert_packed(batch);
+        (store, result)
+    }
+
+    #[test]
+    fn a_span_reads_as_the_sdk_sent_it() {
+        let span = pb::Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            parent_span_id: vec![3; 8],
+            name: "product.ProductService/GetProduct".into(),
+            kind: pb::span::SpanKind::Server as i32,
+            start_time_unix_nano: 1_000,
+            end_time_unix_nano: 1_500,
+            attributes: vec![
+                attribute("rpc.system", any_value::Value::StringValue("grpc".into())),
+                attribute("rpc.grpc.status_code", any_value::Value::IntValue(-4)),
+                attribute("sampled", any_value::Value::BoolValue(true)),
+                attribute("ratio", any_value::Value::DoubleValue(0.8)),
+                attribute(
+                    "list",
+                    any_value::Value::ArrayValue(ArrayValue {
+                        values: vec![AnyValue {
+                            value: Some(any_value::Value::IntValue(1)),
+                        }],
+                    }),
+                ),
+                KeyValue {
+                    key: "no value".into(),
+                    value: None,
+                    ..Default::default()
+                },
+            ],
+            events: vec![pb::span::Event {
+                time_unix_nano: 1_200,
+                name: "exception".into(),
+                attributes: vec![attribute(
+                    "exception.message",
+                    any_value::Value::StringValue("boom".into()),
+                )],
+                ..Default::default()
+            }],
+            status: Some(pb::Status {
+                code: pb::status::StatusCode::Error as i32,
+                message: "deadline".into(),
+            }),
+            ..Default::default()
+        };
+        let (store, rejected) = receive(&request(vec![span]));
+        assert_eq!(rejected, Ok(0));
+        let s = store.get(TraceId([1; 16])).expect("kept").spans.remove(0);
+        assert_eq!((s.span_id, s.parent), (SpanId([2; 8]), Some(SpanId([3; 8]))));
+        assert_eq!((s.kind, s.start_unix_nanos, s.duration_nanos), (Kind::Server, 1_000, 500));
+        assert_eq!((s.error, s.status_message.as_deref()), (true, Some("deadline")));
+        assert_eq!(s.process.service, "product");
+        assert_eq!(s.process.tag("k8s.pod.name"), Some(&Value::from("product-v1-0")));
+        let Tags::Owned(tags) = &s.tags else {
+            panic!("received tags are owned");
+        };
+        let tags: Vec<(String, Value)> = tags.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        assert_eq!(
+            tags[..4],
+            [
+                ("rpc.system".to_string(), Value::from("grpc")),
+                ("rpc.grpc.status_code".to_string(), Value::Int(-4)),
+                ("sampled".to_string(), Value::Bool(true)),
+                ("ratio".to_string(), Value::Float(0.8)),
+            ]
+        );
+        assert_eq!(tags[4].0, "list");
+        assert!(matches!(&tags[4].1, Value::Str(t) if t.contains("IntValue(1)")), "{tags:?}");
+        assert_eq!(tags.len(), 5, "an attribute without a value is skipped");
+        assert_eq!(
+            s.events,
+            [Event {
+                time_unix_nanos: 1_200,
+                name: "exception".into(),
+                tags: vec![("exception.message".into(), Value::from("boom"))],
+            }]
+        );
+    }
+
+    #[test]
+    fn a_proxy_span_survives_export_and_receipt() {
+        let p = Arc::new(Process {
+            service: "frontend.default".into(),
+            tags: vec![("k8s.pod.name".into(), Value::from("frontend-0"))],
+            span_tags: vec![("component".into(), Value::from("proxy"))],
+        });
+        let s = Span {
+            trace_id: TraceId([1; 16]),
+            span_id: SpanId([2; 8]),
+            parent: Some(SpanId([3; 8])),
+            name: "frontend.default.svc.cluster.local:8080/*".into(),
+            kind: Kind::Server,
+            start_unix_nanos: 1_000,
+            duration_nanos: 500,
+            tags: Tags::Owned(vec![("http.status_code".into(), Value::from("200"))]),
+            events: Vec::new(),
+            error: true,
+            status_message: None,
+            process: p,
+        };
+        let (store, rejected) = receive(&crate::trace::otlp::encode(std::slice::from_ref(&s)));
+        assert_eq!(rejected, Ok(0));
+        let b = store.get(s.trace_id).expect("kept").spans.remove(0);
+        assert_eq!((b.trace_id, b.span_id, b.parent), (s.trace_id, s.span_id, s.parent));
+        assert_eq!((b.kind, b.duration_nanos, b.error), (Kind::Server, 500, true));
+        assert_eq!(b.process.service, "frontend.default");
+        assert_eq!(
+            b.tag_text("component").as_deref(),
+            Some("proxy"),
+            "per-process span tags go on each span"
+        );
+        assert_eq!(b.process.tag("k8s.pod.name"), Some(&Value::from("frontend-0")));
+    }
+
+    #[test]
+    fn spans_with_bad_ids_are_rejected() {
+        let (store, rejected) = receive(&request(vec![
+            pb::Span {
+                trace_id: vec![1; 3],
+                span_id: vec![2; 8],
+                ..Default::default()
+            },
+            pb::Span {
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                ..Default::default()
+            },
+        ]));
+        assert_eq!(rejected, Ok(1));
+        assert_eq!(store.stats().spans, 1, "the good span is kept");
+    }
+
+    #[test]
+    fn a_malformed_request_is_an_error_that_says_where() {
+        let good = request(vec![pb::Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: "op".into(),
+            ..Default::default()
+        }])
+        .encode_to_vec();
+        let processes = Processes::default();
+        for cut in 1..good.len() {
+            let mut batch = Packed::default();
+            // Never a panic; a cut message is an error or (cut between fields) fewer spans.
+            if unpack(&good[..cut], &processes, &mut batch).is_ok() {
+                assert!(batch.spans.is_empty(), "cut at {cut}");
+            }
+        }
+        let mut bad_name = pb::Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        bad_name.extend_from_slice(&[(5 << 3) | 2, 2, 0xff, 0xfe]);
+        let mut scope = Vec::new();
+        prost::encoding::bytes::encode(2, &bad_name, &mut scope);
+        let mut resource_spans = Vec::new();
+        prost::encoding::bytes::encode(2, &scope, &mut resource_spans);
+        let mut req = Vec::new();
+        prost::encoding::bytes::encode(1, &resource_spans, &mut req);
+        let err = unpack(&req, &processes, &mut Packed::default()).expect_err("not UTF-8");
+        assert_eq!(err, "resource_spans[0].scope_spans[0].spans[0]: name is not UTF-8");
+    }
+
+    #[tokio::test]
+    async fn the_receiver_stores_spans_and_refuses_a_request_over_its_limit() {
+        let store = Arc::new(Store::default());
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (addr, task) = serve_receiver(store.clone(), tcp, 1 << 20).expect("receiver");
+        let mut client = TraceServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+        let request = |note: &str| {
+            request(vec![pb::Span {
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                name: "GetProduct".into(),
+                attributes: vec![attribute("note", any_value::Value::StringValue(note.into()))],
+                ..Default::default()
+            }])
+        };
+        let answer = client.export(request("small")).await.expect("a small export");
+        assert_eq!(answer.into_inner().partial_success, None);
+        assert_eq!(store.stats().spans, 1);
+        let err = client
+            .export(request(&"x".repeat(2 << 20)))
+            .await
+            .expect_err("2 MiB over a 1 MiB limit");
+        assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
+        assert!(err.message().contains("limit"), "says the limit: {err}");
+        assert_eq!(store.stats().spans, 1, "nothing of the refused request is kept");
+
+        let bad = ExportTraceServiceRequest {
+            resource_spans: vec![pb::ResourceSpans {
+                scope_spans: vec![pb::ScopeSpans {
+                    spans: vec![pb::Span {
+                        trace_id: vec![1; 4],
+                        span_id: vec![2; 8],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let partial = client.export(bad).await.expect("answered").into_inner().partial_success;
+        assert_eq!(partial.map(|p| p.rejected_spans), Some(1));
+        task.abort();
+    }
+}
