@@ -626,7 +626,17 @@ impl Proxy {
                         tracing::debug!(pod = %ep.pod, status, ?grpc_status, "retrying");
                         let code = grpc_status.map(|c| c.to_string());
                         let bytes = request_bytes(&counter);
-                        self.retried_attempt(&mut ctx, &name, &ep, attempt, inbound_for(&ep), status, code, "-", bytes);
+                        self.retried_attempt(
+                            &mut ctx,
+                            &name,
+                            &ep,
+                            attempt,
+                            inbound_for(&ep),
+                            status,
+                            code,
+                            "-",
+                            bytes,
+                        );
                         continue;
                     }
                     let flags = if retriable && buffered.is_some() { "URX" } else { "-" };

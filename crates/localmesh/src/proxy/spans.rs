@@ -627,7 +627,10 @@ mod tests {
         t.finish_attempt(&tracer, attempt, &to, &Outcome::default());
         assert_eq!(store.stats().spans, 0, "held until the hop span ends");
         drop(t);
-        let trace = store.find(&crate::trace::store::Query::default()).pop().expect("one trace");
+        let trace = store
+            .find(&crate::trace::store::Query::default())
+            .pop()
+            .expect("one trace");
         assert_eq!(trace.spans.iter().map(|s| s.span_id).collect::<Vec<_>>(), [id]);
     }
 

@@ -99,7 +99,12 @@ pub struct Header<'a> {
 /// Appends a span without its process index (the store writes that, once it knows the index)
 /// and without its trace id (the store's key): `tags` writes the tags with [`put_tag`], `events`
 /// the events with [`put_event`].
-pub fn pack_parts(out: &mut Vec<u8>, h: &Header<'_>, tags: impl FnOnce(&mut Vec<u8>), events: impl FnOnce(&mut Vec<u8>)) {
+pub fn pack_parts(
+    out: &mut Vec<u8>,
+    h: &Header<'_>,
+    tags: impl FnOnce(&mut Vec<u8>),
+    events: impl FnOnce(&mut Vec<u8>),
+) {
     out.extend_from_slice(&h.span_id.0);
     let mut flags = kind_code(h.kind) << KIND_SHIFT;
     if h.parent.is_some() {
@@ -377,14 +382,36 @@ mod tests {
         for (a, b) in back.iter().zip([&span, &plain]) {
             assert_eq!(format!("{:?}", a.all_tags()), format!("{:?}", b.all_tags()));
             assert_eq!(
-                (a.span_id, a.parent, a.kind, a.error, &a.name, &a.status_message, &a.events),
-                (b.span_id, b.parent, b.kind, b.error, &b.name, &b.status_message, &b.events)
+                (
+                    a.span_id,
+                    a.parent,
+                    a.kind,
+                    a.error,
+                    &a.name,
+                    &a.status_message,
+                    &a.events
+                ),
+                (
+                    b.span_id,
+                    b.parent,
+                    b.kind,
+                    b.error,
+                    &b.name,
+                    &b.status_message,
+                    &b.events
+                )
             );
-            assert_eq!((a.start_unix_nanos, a.duration_nanos), (b.start_unix_nanos, b.duration_nanos));
+            assert_eq!(
+                (a.start_unix_nanos, a.duration_nanos),
+                (b.start_unix_nanos, b.duration_nanos)
+            );
         }
         let v = spans(&buf, &processes).next().unwrap();
         assert!(v.is_error());
-        assert_eq!(v.tag("istio.namespace").map(|v| v.as_text().into_owned()).as_deref(), Some("default"));
+        assert_eq!(
+            v.tag("istio.namespace").map(|v| v.as_text().into_owned()).as_deref(),
+            Some("default")
+        );
     }
 
     #[test]

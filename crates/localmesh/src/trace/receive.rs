@@ -50,7 +50,9 @@ fn fields(mut buf: &[u8]) -> impl Iterator<Item = Result<(u32, Field<'_>), Strin
                 WireType::SixtyFourBit => {
                     let (b, rest) = buf.split_at_checked(8).ok_or("a 64-bit field is cut short")?;
                     buf = rest;
-                    Field::Fixed64(u64::from_le_bytes(b.try_into().map_err(|_| "a 64-bit field is cut short")?))
+                    Field::Fixed64(u64::from_le_bytes(
+                        b.try_into().map_err(|_| "a 64-bit field is cut short")?,
+                    ))
                 }
                 WireType::ThirtyTwoBit => {
                     buf = buf.get(4..).ok_or("a 32-bit field is cut short")?;
@@ -381,9 +383,12 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Receiver {
         let this = self.clone();
         Box::pin(async move {
             if req.uri().path() != EXPORT {
-                return Ok(tonic::Status::unimplemented(format!("{} is not served here", req.uri().path())).into_http());
+                return Ok(
+                    tonic::Status::unimplemented(format!("{} is not served here", req.uri().path())).into_http(),
+                );
             }
-            let mut grpc = tonic::server::Grpc::new(RawCodec).apply_max_message_size_config(Some(this.max_message), None);
+            let mut grpc =
+                tonic::server::Grpc::new(RawCodec).apply_max_message_size_config(Some(this.max_message), None);
             Ok(grpc.unary(this, req).await)
         })
     }
@@ -508,7 +513,10 @@ mod tests {
         assert_eq!(rejected, Ok(0));
         let s = store.get(TraceId([1; 16])).expect("kept").spans.remove(0);
         assert_eq!((s.span_id, s.parent), (SpanId([2; 8]), Some(SpanId([3; 8]))));
-        assert_eq!((s.kind, s.start_unix_nanos, s.duration_nanos), (Kind::Server, 1_000, 500));
+        assert_eq!(
+            (s.kind, s.start_unix_nanos, s.duration_nanos),
+            (Kind::Server, 1_000, 500)
+        );
         assert_eq!((s.error, s.status_message.as_deref()), (true, Some("deadline")));
         assert_eq!(s.process.service, "product");
         assert_eq!(s.process.tag("k8s.pod.name"), Some(&Value::from("product-v1-0")));
@@ -526,7 +534,10 @@ mod tests {
             ]
         );
         assert_eq!(tags[4].0, "list");
-        assert!(matches!(&tags[4].1, Value::Str(t) if t.contains("IntValue(1)")), "{tags:?}");
+        assert!(
+            matches!(&tags[4].1, Value::Str(t) if t.contains("IntValue(1)")),
+            "{tags:?}"
+        );
         assert_eq!(tags.len(), 5, "an attribute without a value is skipped");
         assert_eq!(
             s.events,

@@ -222,7 +222,10 @@ impl Store {
 
     /// Adds spans packed by the caller (the OTLP receiver packs straight from the wire).
     pub fn insert_packed(&self, batch: Packed) {
-        let Packed { bytes: scratch, spans: items } = batch;
+        let Packed {
+            bytes: scratch,
+            spans: items,
+        } = batch;
         let mut freed: Vec<Entry> = Vec::new();
         let mut big: Vec<Vec<u8>> = Vec::new();
         {
@@ -264,7 +267,10 @@ impl Store {
                         seq
                     }
                 };
-                let Some(entry) = usize::try_from(seq - inner.first).ok().and_then(|i| inner.ring.get_mut(i)) else {
+                let Some(entry) = usize::try_from(seq - inner.first)
+                    .ok()
+                    .and_then(|i| inner.ring.get_mut(i))
+                else {
                     continue;
                 };
                 let index = match entry.processes.iter().position(|p| Arc::ptr_eq(p, &process)) {
@@ -346,7 +352,7 @@ impl Store {
         let limit = if q.limit == 0 { 20 } else { q.limit };
         let inner = crate::lock(&self.inner);
         let mut hits: Vec<&Entry> = inner.ring.iter().filter(|e| matches(q, e)).collect();
-        hits.sort_by(|a, b| (b.start, b.id).cmp(&(a.start, a.id)));
+        hits.sort_by_key(|e| std::cmp::Reverse((e.start, e.id)));
         hits.truncate(limit);
         hits.into_iter().map(Entry::trace).collect()
     }
