@@ -84,7 +84,9 @@ fn put_block(out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-/// What a span's packing starts with (everything but its tags and events).
+/// A span but its trace id, process, tags and events: what packing starts with, and what a
+/// [`View`] reads first.
+#[derive(Debug, Clone, Copy)]
 pub struct Header<'a> {
     pub span_id: SpanId,
     pub parent: Option<SpanId>,
@@ -220,14 +222,7 @@ impl<'a> Reader<'a> {
 #[derive(Clone, Copy)]
 pub struct View<'a> {
     pub process: &'a Arc<Process>,
-    pub span_id: SpanId,
-    pub parent: Option<SpanId>,
-    pub kind: Kind,
-    pub error: bool,
-    pub start_unix_nanos: u64,
-    pub duration_nanos: u64,
-    pub name: &'a str,
-    pub status_message: Option<&'a str>,
+    pub header: Header<'a>,
     tags: Reader<'a>,
     events: Reader<'a>,
 }
@@ -249,7 +244,7 @@ impl<'a> View<'a> {
 
     /// As [`Span::is_error`].
     pub fn is_error(&self) -> bool {
-        self.error
+        self.header.error
             || match self.tag("error") {
                 Some(ValueRef::Bool(b)) => b,
                 Some(ValueRef::Str(s)) => s == "true",
@@ -274,18 +269,19 @@ impl<'a> View<'a> {
                 tags: owned(tags),
             });
         }
+        let h = &self.header;
         Span {
             trace_id,
-            span_id: self.span_id,
-            parent: self.parent,
-            name: self.name.to_string(),
-            kind: self.kind,
-            start_unix_nanos: self.start_unix_nanos,
-            duration_nanos: self.duration_nanos,
+            span_id: h.span_id,
+            parent: h.parent,
+            name: h.name.to_string(),
+            kind: h.kind,
+            start_unix_nanos: h.start_unix_nanos,
+            duration_nanos: h.duration_nanos,
             tags: Tags::Owned(owned(self.tags)),
             events,
-            error: self.error,
-            status_message: self.status_message.map(str::to_string),
+            error: h.error,
+            status_message: h.status_message.map(str::to_string),
             process: self.process.clone(),
         }
     }
@@ -311,14 +307,16 @@ pub fn spans<'a>(buf: &'a [u8], processes: &'a [Arc<Process>]) -> impl Iterator<
         let events = r.block()?;
         Some(View {
             process,
-            span_id,
-            parent,
-            kind: kind_of(flags >> KIND_SHIFT),
-            error: flags & ERROR != 0,
-            start_unix_nanos,
-            duration_nanos,
-            name,
-            status_message,
+            header: Header {
+                span_id,
+                parent,
+                kind: kind_of(flags >> KIND_SHIFT),
+                error: flags & ERROR != 0,
+                start_unix_nanos,
+                duration_nanos,
+                name,
+                status_message,
+            },
             tags,
             events,
         })

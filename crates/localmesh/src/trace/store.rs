@@ -338,7 +338,7 @@ impl Store {
         let mut seen = std::collections::HashSet::new();
         for e in &inner.ring {
             for s in e.views().filter(|s| s.process.service == service) {
-                seen.insert((s.name, s.kind.as_tag()));
+                seen.insert((s.header.name, s.header.kind.as_tag()));
             }
         }
         let mut out: Vec<(String, Option<&'static str>)> =
@@ -362,14 +362,14 @@ fn span_matches(q: &Query, s: &packed::View<'_>) -> bool {
     if q.service.as_ref().is_some_and(|svc| &s.process.service != svc) {
         return false;
     }
-    if q.operation.as_ref().is_some_and(|op| s.name != op) {
+    if q.operation.as_ref().is_some_and(|op| s.header.name != op) {
         return false;
     }
-    let d = Duration::from_nanos(s.duration_nanos);
+    let d = Duration::from_nanos(s.header.duration_nanos);
     if q.min_duration.is_some_and(|m| d < m) || q.max_duration.is_some_and(|m| d > m) {
         return false;
     }
-    let start = s.start_unix_nanos / 1000;
+    let start = s.header.start_unix_nanos / 1000;
     if q.start_micros.is_some_and(|t| start < t) || q.end_micros.is_some_and(|t| start > t) {
         return false;
     }
