@@ -1,7 +1,9 @@
 //! Spans: the gateway's and each sidecar hop's, as Istio's Envoys make them, and the pods' own
-//! (received over OTLP). [`context`] reads and writes trace headers, [`span`] is the one span
-//! model, [`store`] keeps recent traces (each [`packed`] into one buffer), [`receive`] takes the pods' OTLP, [`otlp`] exports, [`jaeger`] answers Jaeger's
-//! query API. [`Tracer`] is what the proxy holds: where finished spans go.
+//! (received over OTLP). In the order spans flow: [`context`] reads and writes trace headers,
+//! [`span`] is the one span model, [`receive`] takes the pods' OTLP, [`packed`] is how the
+//! [`store`] keeps each recent trace (one buffer), [`otlp`] exports to a user's collector,
+//! [`jaeger`] answers Jaeger's query API. [`Tracer`] is what the proxy holds: where finished spans
+//! go.
 
 pub mod context;
 pub mod jaeger;

@@ -1,6 +1,6 @@
-//! OTLP/gRPC both ways: a receiver for the pods' spans (into the [`Store`]) and an exporter of
-//! localmesh's own spans to the user's collector (`OTEL_EXPORTER_OTLP_ENDPOINT`, e.g. Jaeger's
-//! all-in-one on :4317).
+//! OTLP/gRPC out: the exporter of localmesh's own spans to the user's collector
+//! (`OTEL_EXPORTER_OTLP_ENDPOINT`, e.g. Jaeger's all-in-one on :4317). The pods' spans come in
+//! through [`super::receive`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

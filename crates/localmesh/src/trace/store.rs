@@ -1,6 +1,7 @@
 //! The most recent traces, in memory, bounded by a trace count and a byte budget; the oldest trace
-//! goes first. Each trace is kept packed ([`packed`]) and read back as [`Span`]s. Queries follow Jaeger's search: a trace matches when one of its spans has the
-//! service, operation, tags and duration asked for.
+//! goes first. Each trace is kept packed ([`packed`]) and read back as [`Span`]s. Queries follow
+//! Jaeger's search: a trace matches when one of its spans has the service, operation, tags and
+//! duration asked for.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
