@@ -95,7 +95,7 @@ impl Entry {
 
 /// A first span's buffer: about what one request's spans through one sidecar hop take (two proxy
 /// spans and an app's), so that most traces never grow it.
-const FIRST_CAPACITY: usize = 2048;
+const FIRST_CAPACITY: usize = 1536;
 
 #[derive(Debug, Default)]
 struct Inner {
