@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, Key
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1 as pb;
 
-use super::span::{Kind, Process, Span, Tag, Value};
+use super::span::{Process, Span, Tag, Value};
 
 /// `--otlp-max-message`: the largest OTLP request the receiver takes (gRPC's usual 4 MiB; a pod's
 /// batch of 512 spans is far smaller). A larger one is refused with OUT_OF_RANGE naming its size
@@ -54,17 +54,6 @@ fn key_values<'a>(t: impl Iterator<Item = &'a Tag>) -> Vec<KeyValue> {
     .collect()
 }
 
-fn kind_pb(k: Kind) -> pb::span::SpanKind {
-    match k {
-        Kind::Unspecified => pb::span::SpanKind::Unspecified,
-        Kind::Internal => pb::span::SpanKind::Internal,
-        Kind::Server => pb::span::SpanKind::Server,
-        Kind::Client => pb::span::SpanKind::Client,
-        Kind::Producer => pb::span::SpanKind::Producer,
-        Kind::Consumer => pb::span::SpanKind::Consumer,
-    }
-}
-
 /// Spans as one OTLP request, one resource per process.
 pub fn encode(spans: &[Span]) -> ExportTraceServiceRequest {
     let mut groups: Vec<(Arc<Process>, Vec<pb::Span>)> = Vec::new();
@@ -74,7 +63,7 @@ pub fn encode(spans: &[Span]) -> ExportTraceServiceRequest {
             span_id: s.span_id.0.to_vec(),
             parent_span_id: s.parent.map(|p| p.0.to_vec()).unwrap_or_default(),
             name: s.name.clone(),
-            kind: kind_pb(s.kind) as i32,
+            kind: i32::from(s.kind as u8),
             start_time_unix_nano: s.start_unix_nanos,
             end_time_unix_nano: s.end_unix_nanos(),
             attributes: key_values(s.all_tags().iter()),

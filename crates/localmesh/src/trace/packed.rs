@@ -29,28 +29,6 @@ const BOOL: u8 = 1;
 const INT: u8 = 2;
 const FLOAT: u8 = 3;
 
-fn kind_code(k: Kind) -> u8 {
-    match k {
-        Kind::Unspecified => 0,
-        Kind::Internal => 1,
-        Kind::Server => 2,
-        Kind::Client => 3,
-        Kind::Producer => 4,
-        Kind::Consumer => 5,
-    }
-}
-
-fn kind_of(code: u8) -> Kind {
-    match code {
-        1 => Kind::Internal,
-        2 => Kind::Server,
-        3 => Kind::Client,
-        4 => Kind::Producer,
-        5 => Kind::Consumer,
-        _ => Kind::Unspecified,
-    }
-}
-
 fn put_str(out: &mut Vec<u8>, s: &str) {
     encode_varint(s.len() as u64, out);
     out.extend_from_slice(s.as_bytes());
@@ -197,7 +175,7 @@ pub fn pack_parts(
     events: impl FnOnce(&mut Vec<u8>),
 ) {
     out.extend_from_slice(&h.span_id.0);
-    let mut flags = kind_code(h.kind) << KIND_SHIFT;
+    let mut flags = (h.kind as u8) << KIND_SHIFT;
     if h.parent.is_some() {
         flags |= HAS_PARENT;
     }
@@ -407,7 +385,7 @@ pub fn spans<'a>(buf: &'a [u8], processes: &'a [Arc<Process>]) -> impl Iterator<
             header: Header {
                 span_id,
                 parent,
-                kind: kind_of(flags >> KIND_SHIFT),
+                kind: Kind::from_otlp(u64::from(flags >> KIND_SHIFT)),
                 error: flags & ERROR != 0,
                 start_unix_nanos,
                 duration_nanos,

@@ -179,8 +179,21 @@ struct SpanFields<'a> {
 }
 
 /// Packs one `Span` message; `Ok(false)` when its ids are not valid (the span is rejected).
-fn put_span(batch: &mut Packed, process: &Arc<Process>, span: &[u8]) -> Result<bool, String> {
-    let mut s = SpanFields::default();
+/// `s` is the previous span's parts, reused so that a batch allocates them once.
+fn put_span<'a>(
+    batch: &mut Packed,
+    process: &Arc<Process>,
+    span: &'a [u8],
+    s: &mut SpanFields<'a>,
+) -> Result<bool, String> {
+    let (mut attributes, mut events) = (std::mem::take(&mut s.attributes), std::mem::take(&mut s.events));
+    attributes.clear();
+    events.clear();
+    *s = SpanFields {
+        attributes,
+        events,
+        ..SpanFields::default()
+    };
     for f in fields(span) {
         match f? {
             (1, Field::Bytes(b)) => s.trace_id = b,
@@ -212,14 +225,7 @@ fn put_span(batch: &mut Packed, process: &Arc<Process>, span: &[u8]) -> Result<b
     let header = Header {
         span_id: SpanId(span_id),
         parent: <[u8; 8]>::try_from(s.parent).ok().filter(|p| *p != [0; 8]).map(SpanId),
-        kind: match s.kind {
-            1 => Kind::Internal,
-            2 => Kind::Server,
-            3 => Kind::Client,
-            4 => Kind::Producer,
-            5 => Kind::Consumer,
-            _ => Kind::Unspecified,
-        },
+        kind: Kind::from_otlp(s.kind),
         error,
         start_unix_nanos: s.start,
         duration_nanos: s.end.saturating_sub(s.start),
@@ -268,6 +274,7 @@ fn put_event(out: &mut Vec<u8>, event: &[u8]) -> Result<(), String> {
 /// ids. A malformed message is an error naming where it is malformed.
 fn unpack(request: &[u8], processes: &Processes, batch: &mut Packed) -> Result<usize, String> {
     let mut rejected = 0;
+    let mut parts = SpanFields::default();
     for (r, f) in fields(request).enumerate() {
         let (1, Field::Bytes(resource_spans)) = f? else {
             continue;
@@ -287,7 +294,7 @@ fn unpack(request: &[u8], processes: &Processes, batch: &mut Packed) -> Result<u
             let mut k = 0;
             for f in fields(scope) {
                 if let (2, Field::Bytes(span)) = f.map_err(at)? {
-                    let kept = put_span(batch, &process, span)
+                    let kept = put_span(batch, &process, span, &mut parts)
                         .map_err(|e| format!("resource_spans[{r}].scope_spans[{i}].spans[{k}]: {e}"))?;
                     rejected += usize::from(!kept);
                     k += 1;

@@ -6,18 +6,32 @@ use std::sync::Arc;
 
 use super::context::{SpanId, TraceId};
 
-/// OpenTelemetry's span kinds (Jaeger's `span.kind` tag, lower-cased).
+/// OpenTelemetry's span kinds (Jaeger's `span.kind` tag, lower-cased), numbered as OTLP's
+/// `SpanKind`: the number OTLP sends and packed traces keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Kind {
-    Unspecified,
-    Internal,
-    Server,
-    Client,
-    Producer,
-    Consumer,
+    Unspecified = 0,
+    Internal = 1,
+    Server = 2,
+    Client = 3,
+    Producer = 4,
+    Consumer = 5,
 }
 
 impl Kind {
+    /// From OTLP's `SpanKind` number; an unknown one is unspecified.
+    pub fn from_otlp(n: u64) -> Kind {
+        match n {
+            1 => Kind::Internal,
+            2 => Kind::Server,
+            3 => Kind::Client,
+            4 => Kind::Producer,
+            5 => Kind::Consumer,
+            _ => Kind::Unspecified,
+        }
+    }
+
     /// As Jaeger tags it; `None` for unspecified.
     pub fn as_tag(self) -> Option<&'static str> {
         Some(match self {
