@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use manifests::Source;
@@ -114,6 +115,8 @@ pub struct GatewayRoute {
     pub retry: RetryPolicy,
     /// Position in load order: the tie-breaker once the Gateway API's precedence is exhausted.
     pub order: usize,
+    /// The gateway span's name for this route, made on first use (the model does not change).
+    pub span_name: OnceLock<Arc<str>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -256,6 +256,7 @@ fn entries(cx: &mut Ctx, o: &Object, mesh: &Mesh, r: &HttpRoute, order: &mut usi
                 timeout,
                 retry: retry.clone(),
                 order: *order,
+                span_name: Default::default(),
             });
             *order += 1;
         }

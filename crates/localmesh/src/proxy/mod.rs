@@ -404,7 +404,12 @@ impl Proxy {
                         return self.no_route(ctx);
                     }
                     Ok((_, route)) => {
-                        ctx.trace.describe(&info, || names::gateway_operation(&mesh, l, route));
+                        ctx.trace.describe(&info, || {
+                            let name = route
+                                .span_name
+                                .get_or_init(|| names::gateway_operation(&mesh, l, route).into());
+                            name.to_string()
+                        });
                         if tapping {
                             ctx.route = format!("{} {}", route.origin.object, route.field);
                         }

@@ -99,8 +99,9 @@ const FIRST_CAPACITY: usize = 1536;
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Each trace's sequence number: its entry is `ring[seq - first]`.
-    seqs: HashMap<TraceId, u64>,
+    /// Each trace's sequence number: its entry is `ring[seq - first]`. Looked up for every span;
+    /// foldhash (seeded per process) hashes a trace id several times faster than SipHash.
+    seqs: HashMap<TraceId, u64, foldhash::fast::RandomState>,
     /// Oldest first (by the arrival of a trace's first span): eviction is first in, first out.
     ring: VecDeque<Entry>,
     /// The sequence number of `ring[0]`.
