@@ -3,6 +3,7 @@
 # through it; the shell logic is in scripts/cluster/*.sh.
 #
 #   make cluster-up istio addons images kind-load deploy verify-cluster
+#   (ambient data plane: AMBIENT=1 on istio and deploy, docs/ambient.md)
 #   make kiali | jaeger | grafana      (port-forwards)
 #   make down
 #
@@ -24,17 +25,21 @@ GATEWAY_HTTP_ADDR   ?= 127.0.0.1:8880
 CERT_DIR            ?= gateway/certs
 # AGENTS=1: also deploy the AgentSync clients of seed 004 (overlay kind-agents).
 AGENTS              ?=
-OVERLAY             ?= $(if $(AGENTS),kind-agents,kind)
+# AMBIENT=1: Istio's ambient data plane instead of sidecars (docs/ambient.md):
+# `make istio AMBIENT=1` installs the ambient profile, `make deploy AMBIENT=1`
+# applies overlay ambient (ambient-agents with AGENTS=1).
+AMBIENT             ?=
+OVERLAY             ?= $(if $(AMBIENT),ambient,kind)$(if $(AGENTS),-agents,)
 
 export KIND_CLUSTER KIND_NODE_IMAGE ISTIO_VERSION GATEWAY_API_VERSION IMAGE_REPO IMAGE_TAG \
-       GATEWAY_HOST GATEWAY_ADDR GATEWAY_HTTP_ADDR CERT_DIR OVERLAY
+       GATEWAY_HOST GATEWAY_ADDR GATEWAY_HTTP_ADDR CERT_DIR OVERLAY AMBIENT
 
 .PHONY: cluster-up istio addons images kind-load deploy verify-cluster kiali jaeger grafana down cluster-all
 
 cluster-up: ## kind cluster, 127.0.0.1:8443 -> gateway HTTPS (NodePort 30443)
 	scripts/cluster/cluster-up.sh
 
-istio: ## Gateway API CRDs + istioctl install (pinned Istio, minimal profile)
+istio: ## Gateway API CRDs + istioctl install (pinned Istio, minimal profile; AMBIENT=1: ambient profile)
 	scripts/cluster/istio.sh
 
 addons: ## Prometheus, Jaeger, Kiali (tracing on), Grafana (+ suite dashboard, alerts)
@@ -46,7 +51,7 @@ images: ## docker images of the five services (mesh-shop/<service>:dev)
 kind-load: ## load the images into the kind node
 	scripts/cluster/kind-load.sh
 
-deploy: ## certificates, kubectl apply -k manifests/overlays/kind (AGENTS=1: kind-agents), wait
+deploy: ## certificates, kubectl apply -k manifests/overlays/kind (AGENTS=1: kind-agents; AMBIENT=1: ambient[-agents]), wait
 	scripts/cluster/deploy.sh
 
 verify-cluster: ## the journeys through the gateway: grpcurl list, GetProduct, premium, 80/20, streams, order, frontend

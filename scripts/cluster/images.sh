@@ -8,8 +8,16 @@ cd "$(dirname "$0")/../.."
 
 need_docker
 export DOCKER_BUILDKIT=1
+# No provenance or SBOM attestations: with Docker's containerd image store they
+# become index entries that `docker save` leaves out of the archive, and the
+# kind node's `ctr images import` then fails ("content digest ... not found",
+# kubernetes-sigs/kind#3795). Only BuildKit's builder (buildx) knows the flags.
+attest=()
+if docker buildx version >/dev/null 2>&1; then
+  attest=(--provenance=false --sbom=false)
+fi
 for svc in $SERVICES; do
   say "building $IMAGE_REPO/$svc:$IMAGE_TAG"
-  docker build -f docker/Dockerfile --target "$svc" -t "$IMAGE_REPO/$svc:$IMAGE_TAG" .
+  docker build "${attest[@]}" -f docker/Dockerfile --target "$svc" -t "$IMAGE_REPO/$svc:$IMAGE_TAG" .
 done
 docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep "^$IMAGE_REPO/" || true

@@ -60,6 +60,15 @@ fi
 if grep -qx 'product.ProductService' <<<"$out"; then pass "list: $(tr '\n' ' ' <<<"$out")"
 else fail "list did not show product.ProductService: $out"; fi
 
+say "1b. the health service through the gateway"
+if [[ "$GRPC_CLIENT" == buf ]]; then
+  out=$(buf curl --protocol grpc --cacert "$CA" "https://$GATEWAY_HOST:$PORT/grpc.health.v1.Health/Check" 2>&1 || true)
+else
+  out=$(grpcurl -cacert "$CA" -authority "$GATEWAY_HOST" "$GATEWAY_ADDR" grpc.health.v1.Health/Check 2>&1 || true)
+fi
+if grep -q '"status": *"SERVING"' <<<"$out"; then pass "grpc.health.v1.Health/Check: SERVING"
+else fail "grpc.health.v1.Health/Check: $out"; fi
+
 say "2. GetProduct 123"
 out=$(rpc product.ProductService/GetProduct '{"product_id": "123"}' 2>&1 || true)
 v=$(version_of <<<"$out"); p=$(pod_of <<<"$out")
@@ -120,7 +129,12 @@ else fail "GET /api/products/123: $out"; fi
 code=$(curl -sS -o /dev/null -w '%{http_code}' --cacert "$CA" "${resolve[@]}" "$base/" 2>&1 || true)
 if [[ "$code" == 200 ]]; then pass "GET / (HTML): 200"; else fail "GET /: $code"; fi
 loc=$(curl -sS -o /dev/null -w '%{http_code} %{redirect_url}' "${resolve[@]}" "http://$GATEWAY_HOST:$HTTP_PORT/" 2>&1 || true)
-if [[ "$loc" == "301 https://$GATEWAY_HOST/"* ]]; then pass "port 80 redirects: $loc"; else fail "HTTP redirect: $loc"; fi
+# The redirect must land where the HTTPS listener is published ($PORT: 8443 on kind), not on the
+# plaintext port the request came to (see gateway/httproutes.yaml).
+if [[ "$loc" == "301 https://$GATEWAY_HOST:$PORT/"* ]]; then
+  code=$(curl -sS -o /dev/null -w '%{http_code}' --cacert "$CA" "${resolve[@]}" "${loc#301 }" 2>&1 || true)
+  if [[ "$code" == 200 ]]; then pass "port 80 redirects: $loc (answers 200)"; else fail "the redirect target ${loc#301 } answers $code"; fi
+else fail "HTTP redirect: $loc (expected 301 https://$GATEWAY_HOST:$PORT/)"; fi
 
 echo
 if ((failures)); then

@@ -25,6 +25,9 @@ pub struct Mesh {
     pub workloads: Vec<Workload>,
     /// Telemetry API tracing: which proxies sample how much and report spans.
     pub tracing: Vec<TracingRule>,
+    /// What a route without its own `retries` gets (every Gateway-API route): the IstioOperator's
+    /// `meshConfig.defaultHttpRetryPolicy`, else Istio's default.
+    pub default_retry: RetryPolicy,
     /// Fields read but not emulated, reported once at startup.
     pub not_emulated: Vec<NotEmulated>,
 }
@@ -222,6 +225,12 @@ pub struct RetryPolicy {
     pub attempts: u32,
     pub per_try_timeout: Option<Duration>,
     pub retry_on: Vec<RetryOn>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self::mesh_default()
+    }
 }
 
 impl RetryPolicy {

@@ -237,7 +237,7 @@ pub enum Sidecar<'m> {
         vs: &'m VirtualService,
         route: &'m MeshRoute,
     },
-    /// No VirtualService: straight to the Service, with Istio's default retry and no timeout.
+    /// No VirtualService: straight to the Service, with the mesh's default retry and no timeout.
     Direct {
         service: &'m Service,
         backend: Backend,
@@ -301,7 +301,7 @@ pub fn sidecar<'m>(mesh: &'m Mesh, caller_namespace: &str, authority: &str, req:
             subset: None,
             weight: 1,
         },
-        retry: RetryPolicy::mesh_default(),
+        retry: mesh.default_retry.clone(),
     })
 }
 

@@ -75,6 +75,10 @@ pub fn scan(m: &Manifests) -> Vec<NotEmulated> {
                     "the gateway's Deployment/Service options do not apply: localmesh is one local process",
                 )
             }
+            Resource::Other(_) if o.kind == crate::build::MESH_CONFIG_KIND => note(
+                "spec",
+                "only spec.meshConfig.defaultHttpRetryPolicy applies locally (the retries of routes without their own)",
+            ),
             Resource::Other(_) => note("kind", "kind not emulated locally"),
             _ => {}
         }

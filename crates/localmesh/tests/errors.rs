@@ -5,6 +5,9 @@ use std::process::Command;
 
 use localmesh::{MeshError, Options};
 
+mod common;
+use common::copy_tree;
+
 fn build(yaml: &str) -> Result<localmesh::Mesh, MeshError> {
     let objects = manifests::load_str(yaml, Path::new("fixture.yaml"))?;
     let mut m = manifests::Manifests::default();
@@ -71,19 +74,6 @@ fn a_parse_error_names_the_file() {
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs}\nspec:\n  http:\n  - route:\n    - destination: {host: web}\n      weight: eighty\n",
     );
     assert!(e.contains("fixture.yaml") && e.contains("weight"), "{e}");
-}
-
-fn copy_tree(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).expect("mkdir");
-    for e in std::fs::read_dir(src).expect("read_dir") {
-        let p = e.expect("entry").path();
-        let to = dst.join(p.file_name().expect("name"));
-        if p.is_dir() {
-            copy_tree(&p, &to);
-        } else {
-            std::fs::copy(&p, &to).expect("copy");
-        }
-    }
 }
 
 #[test]

@@ -631,8 +631,8 @@ async fn spans_are_exported_over_otlp_and_a_retry_shows_each_attempt() {
             .add_service(svc)
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(tcp)),
     );
-    // A copy of the manifests where half of product v1's calls fail with UNAVAILABLE (the
-    // gateway retries those), sampled at 100 % by its own Telemetry resource.
+    // A copy of the manifests where half of product v1's calls fail with UNAVAILABLE (product-vs
+    // retries those for east-west callers), sampled at 100 % by its own Telemetry resource.
     let copy = tempfile::tempdir().expect("tempdir");
     let root = common::repo_copy(
         copy.path(),
@@ -684,31 +684,26 @@ async fn spans_are_exported_over_otlp_and_a_retry_shows_each_attempt() {
     let page = common::admin_get(up.console, "/traces").await;
     assert!(page.contains(&endpoint), "{page}");
 
-    // A retried call: one inbound span per attempt under the gateway's span, the first failing.
-    let mut client = ProductServiceClient::new(channel(&up).await);
-    let mut rids = Vec::new();
-    for _ in 0..40 {
-        if let Ok((_, _, rid)) = get_product(&mut client, &[]).await {
-            rids.push(rid);
-        }
+    // A retried call: the gateway retries nothing, product-vs retries UNAVAILABLE; one inbound
+    // span per attempt under the calling sidecar's span (the frontend's), the first failing.
+    for _ in 0..30 {
+        let _ = verify::https(&gateway(&up), "GET", "/api/products/123", &[], "").await;
     }
     let mut found = None;
     for _ in 0..40 {
         let all = collector.spans();
-        found = all
-            .iter()
-            .filter(|s| s.service == GATEWAY && rids.contains(&s.attrs["guid:x-request-id"]))
-            .find_map(|gw| {
-                let attempts: Vec<&OSpan> = all
-                    .iter()
-                    .filter(|s| s.parent == gw.id && s.service == "product-service.default")
-                    .collect();
-                let failed = attempts
-                    .iter()
-                    .filter(|a| a.attrs.get("grpc.status_code").map(String::as_str) == Some("14"))
-                    .count();
-                (attempts.len() >= 2 && failed >= 1).then(|| (attempts.len(), failed, gw.trace.clone()))
-            });
+        found = all.iter().find_map(|hop| {
+            let attempts: Vec<&OSpan> = all
+                .iter()
+                .filter(|s| s.parent == hop.id && s.service == "product-service.default")
+                .collect();
+            let failed = attempts
+                .iter()
+                .filter(|a| a.attrs.get("grpc.status_code").map(String::as_str) == Some("14"))
+                .count();
+            (attempts.len() >= 2 && failed >= 1 && hop.service != GATEWAY)
+                .then(|| (attempts.len(), failed, hop.trace.clone()))
+        });
         if found.is_some() {
             break;
         }

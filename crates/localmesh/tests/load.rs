@@ -1,6 +1,6 @@
-//! `localmesh load` against a real `localmesh up`: a product-v1 pod is SIGKILLed mid-run; the
-//! gateway's retries and the endpoint's removal absorb it (no call fails), the 80/20 split holds,
-//! and the pod restarts.
+//! `localmesh load` against a real `localmesh up`: a product-v1 pod is SIGKILLed mid-run; only the
+//! calls it held fail (the gateway retries nothing), the endpoint leaves the Service, the 80/20
+//! split holds, and the pod restarts.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,11 +45,18 @@ async fn load_survives_a_killed_product_v1_pod_and_keeps_the_split() {
 
     let requests = s["requests"].as_u64().expect("requests");
     assert!(requests > 100, "a real run: {s}");
-    // Connect failures to the dead pod are retried on another one, and it leaves the Service as
-    // soon as its exit is seen. The calls in flight on it at the SIGKILL are reset after they were
-    // sent; as in a cluster, where the pod's sidecar turns that reset into UNAVAILABLE, the
-    // gateway's default `unavailable` retry sends them to another pod.
-    assert_eq!(s["failed"].as_u64(), Some(0), "no call fails: {s}");
+    // The gateway retries nothing (the mesh's defaultHttpRetryPolicy is attempts: 0, so that
+    // CreateOrder and the streams are never replayed): the calls in flight on the pod at the
+    // SIGKILL fail with UNAVAILABLE, as its sidecar's reset would in a cluster, and so may a few
+    // sent to it before its exit is seen and it leaves the Service (at most
+    // consecutiveGatewayErrors, 3, before ejection). Nothing else fails.
+    let failed = s["failed"].as_u64().expect("failed");
+    assert!(failed <= 8 + 3, "at most the 8 calls in flight and 3 more fail: {s}");
+    let errors = s["errors"].as_object().expect("errors");
+    assert!(
+        errors.keys().all(|k| k == "Unavailable"),
+        "failures are UNAVAILABLE only: {s}"
+    );
     let v1 = s["versions"]["v1"].as_u64().unwrap_or(0) as f64;
     let v2 = s["versions"]["v2"].as_u64().unwrap_or(0) as f64;
     assert!(v1 > 0.0 && v2 > 0.0, "both versions answered: {s}");

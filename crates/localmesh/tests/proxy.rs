@@ -18,6 +18,9 @@ use telemetry::GrpcMetrics;
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Uri};
 
+mod common;
+use common::copy_tree;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -370,10 +373,12 @@ async fn local_replies_name_the_path_or_the_service() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_v1_pod_going_away_fails_no_unary_call() {
-    let mut env = env().await;
-    let mut client = ProductServiceClient::new(gateway_channel(&env).await);
+/// Calls GetProduct 200 times, stopping product-v1-a (without taking its endpoint out) before the
+/// 21st: the failed calls, and who answered after the stop.
+async fn calls_while_a_pod_goes_away(
+    env: &mut Env,
+    client: &mut ProductServiceClient<Channel>,
+) -> (Vec<(usize, tonic::Status)>, BTreeMap<String, usize>) {
     let mut failures = Vec::new();
     let mut after: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..200 {
@@ -381,13 +386,12 @@ async fn a_v1_pod_going_away_fails_no_unary_call() {
             let handle = env.pods[0].handle.take().expect("running");
             handle.shutdown().await.expect("product-v1-a stops");
         }
-        match get(&mut client, false).await {
+        match get(client, false).await {
             Ok((_, pod)) if i >= 20 => *after.entry(pod).or_default() += 1,
             Ok(_) => {}
             Err(e) => failures.push((i, e)),
         }
     }
-    assert!(failures.is_empty(), "failed calls: {failures:?}");
     assert_eq!(
         after.get("product-v1-a"),
         None,
@@ -401,6 +405,33 @@ async fn a_v1_pod_going_away_fails_no_unary_call() {
         env.pods[0].endpoint.is_healthy(),
         "it was never marked down: retries and ejection did it"
     );
+    (failures, after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_v1_pod_going_away_fails_no_unary_call_through_the_sidecar() {
+    // product-vs retries connect failures: the caller never sees the pod go.
+    let mut env = env().await;
+    let mut client = ProductServiceClient::new(sidecar_channel(&env).await);
+    let (failures, _) = calls_while_a_pod_goes_away(&mut env, &mut client).await;
+    assert!(failures.is_empty(), "failed calls: {failures:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn at_the_gateway_a_pod_going_away_fails_calls_until_it_is_ejected() {
+    // The gateway retries nothing (the mesh's defaultHttpRetryPolicy is attempts: 0): calls sent to
+    // the stopped pod fail with UNAVAILABLE until its consecutiveGatewayErrors (3) eject it.
+    let mut env = env().await;
+    let mut client = ProductServiceClient::new(gateway_channel(&env).await);
+    let (failures, _) = calls_while_a_pod_goes_away(&mut env, &mut client).await;
+    assert!(
+        !failures.is_empty() && failures.len() <= 3,
+        "between one and consecutiveGatewayErrors calls fail: {failures:?}"
+    );
+    for (i, e) in &failures {
+        assert!(*i >= 20 && *i < 120, "only right after the stop: {failures:?}");
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    }
 
     // Marking the last v1 endpoint down: the v1 share of the split now fails with UNAVAILABLE
     // naming the Service (a weighted backend never falls back to another), v2 still serves.
@@ -452,7 +483,7 @@ async fn the_sidecar_routes_h2c_by_authority_with_the_virtual_service() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn trailers_only_unavailable_is_retried_on_another_pod() {
+async fn trailers_only_unavailable_is_retried_on_another_pod_by_the_virtual_service() {
     let mut failing = Config::for_test("v1", "product-v1-a");
     failing.faults = product::faults::Faults {
         delay: Duration::ZERO,
@@ -460,7 +491,18 @@ async fn trailers_only_unavailable_is_retried_on_another_pod() {
         abort_code: Some(tonic::Code::Unavailable),
     };
     let env = env_with(failing).await;
+    // The gateway retries nothing: some calls get the pod's UNAVAILABLE.
     let mut client = ProductServiceClient::new(gateway_channel(&env).await);
+    let mut unavailable = 0;
+    for _ in 0..40 {
+        if let Err(e) = get(&mut client, false).await {
+            assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+            unavailable += 1;
+        }
+    }
+    assert!(unavailable > 0, "the gateway passed the pod's UNAVAILABLE on");
+    // product-vs retries unavailable on another pod: east-west callers never see it.
+    let mut client = ProductServiceClient::new(sidecar_channel(&env).await);
     let mut pods = BTreeSet::new();
     for _ in 0..100 {
         let (_, pod) = get(&mut client, false)
@@ -609,33 +651,78 @@ async fn http_1_1_through_the_gateway_reaches_an_http_backend_and_unknown_hosts_
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_plain_http_listener_redirects_to_https() {
-    let mesh = localmesh::load(&root()).expect("mesh");
-    let listener = mesh
-        .listeners
-        .iter()
-        .find(|l| l.name == "http")
-        .expect("http listener")
-        .clone();
+/// Serves the gateway's HTTPS (without TLS: only its port matters here) and plain listeners of
+/// the manifests under `root` on free ports; answers a GET to the plain one as curl sends it
+/// (`Host` with the port), returning the status, the `Location` and both local ports.
+async fn redirect_of(root: &std::path::Path) -> (u16, Option<String>, u16, u16) {
+    let mesh = localmesh::load(root).expect("mesh");
+    let listener = |name: &str| {
+        mesh.listeners
+            .iter()
+            .find(|l| l.name == name)
+            .unwrap_or_else(|| panic!("{name} listener"))
+            .clone()
+    };
+    let (https, plain) = (listener("https"), listener("http"));
     let proxy = Proxy::new(mesh, Arc::new(Endpoints::new())).expect("proxy");
+    let secure = proxy
+        .serve_gateway(https, TcpListener::bind("127.0.0.1:0").await.expect("bind"), None)
+        .expect("serve https");
     let running = proxy
-        .serve_gateway(listener, TcpListener::bind("127.0.0.1:0").await.expect("bind"), None)
-        .expect("serve");
+        .serve_gateway(plain, TcpListener::bind("127.0.0.1:0").await.expect("bind"), None)
+        .expect("serve http");
     let tcp = tokio::net::TcpStream::connect(running.addr).await.expect("tcp");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
         .await
         .expect("handshake");
     tokio::spawn(conn);
     let req = http::Request::get("/products/1?x=2")
-        .header("host", "sit-gateway.tcex.com.vn")
+        .header("host", format!("sit-gateway.tcex.com.vn:{}", running.addr.port()))
         .body(http_body_util::Empty::<hyper::body::Bytes>::new())
         .expect("request");
     let resp = sender.send_request(req).await.expect("response");
-    assert_eq!(resp.status(), 301);
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().expect("ascii").to_owned());
+    (
+        resp.status().as_u16(),
+        location,
+        secure.addr.port(),
+        running.addr.port(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_plain_http_listener_redirects_to_where_https_is_served() {
+    // gateway/ names port 443: the listener localmesh serves on its own port.
+    let (status, location, https, _) = redirect_of(&root()).await;
+    assert_eq!(status, 301);
     assert_eq!(
-        resp.headers().get("location").map(|v| v.as_bytes()),
-        Some(&b"https://sit-gateway.tcex.com.vn/products/1?x=2"[..])
+        location.as_deref(),
+        Some(format!("https://sit-gateway.tcex.com.vn:{https}/products/1?x=2").as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redirect_without_a_port_keeps_the_request_port_as_envoy_does() {
+    // The fault kind users met: `scheme: https` alone sends http://host:8880/ to https://host:8880/.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for d in ["gateway", "manifests"] {
+        copy_tree(&root().join(d), &tmp.path().join(d));
+    }
+    let routes = tmp.path().join("gateway/httproutes.yaml");
+    let text = std::fs::read_to_string(&routes).expect("read");
+    assert!(
+        text.contains("        port: 443\n"),
+        "the redirect's port is where the test expects it"
+    );
+    std::fs::write(&routes, text.replacen("        port: 443\n", "", 1)).expect("write");
+    let (status, location, _, plain) = redirect_of(tmp.path()).await;
+    assert_eq!(status, 301);
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("https://sit-gateway.tcex.com.vn:{plain}/products/1?x=2").as_str())
     );
 }
 

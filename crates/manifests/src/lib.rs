@@ -12,5 +12,5 @@ pub mod model;
 
 pub use check::{Finding, check_all};
 pub use error::LoadError;
-pub use load::{Render, load_files, load_paths, load_repo, load_str};
+pub use load::{MESH_CONFIG_FILE, Render, load_files, load_paths, load_repo, load_str};
 pub use model::{Manifests, Object, Resource, Source};

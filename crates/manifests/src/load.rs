@@ -22,12 +22,16 @@ pub enum Render {
     Kubectl(PathBuf),
 }
 
+/// The IstioOperator that `make istio` installs Istio with, relative to the repository root.
+pub const MESH_CONFIG_FILE: &str = "observability/istio/istio-operator.yaml";
+
 /// Loads the repository's manifests under `root`: with kubectl, every overlay under
 /// `manifests/overlays/` rendered (`kind` first), then `manifests/base`, `manifests/istio` and
 /// `gateway/` (rendered when they are kustomizations; objects already loaded from an overlay win).
 /// Without kubectl, the files of those three directories.
 /// Each of these must exist and hold at least one object: a missing directory is an error, so a test
-/// over the repo cannot pass vacuously.
+/// over the repo cannot pass vacuously. The IstioOperator [`MESH_CONFIG_FILE`] joins them when
+/// present (the mesh's settings, such as the default retry policy).
 pub fn load_repo(root: &Path, render: &Render) -> Result<Manifests, LoadError> {
     let kubectl = kubectl(render);
     let mut targets = Vec::new();
@@ -49,6 +53,12 @@ pub fn load_repo(root: &Path, render: &Render) -> Result<Manifests, LoadError> {
         }
         // The overlay comes first, so its (patched) copy of a base object is the one kept.
         all.extend(objects);
+    }
+    // The mesh's own settings (`istioctl install -f`): routes without retries take its
+    // `meshConfig.defaultHttpRetryPolicy`. Optional: without it Istio's defaults apply.
+    let operator = root.join(MESH_CONFIG_FILE);
+    if operator.is_file() {
+        all.extend(load_file(&operator, None)?);
     }
     // Findings read better with repo-relative paths.
     for o in &mut all.objects {

@@ -163,11 +163,38 @@ const FAULTS: &[(&str, &str, &str, &str, &str)] = &[
         "spec.template.spec.containers[0].securityContext.runAsNonRoot",
         "runAsNonRoot: true",
     ),
+    (
+        "redirect-no-port",
+        "redirect_ports",
+        "HTTPRoute default/https-redirect",
+        "spec.rules[0].filters[0].requestRedirect.port",
+        "no port",
+    ),
+    (
+        "health-unrouted",
+        "gateway_grpc_services",
+        "HTTPRoute default/frontend",
+        "spec.rules",
+        "/grpc.health.v1.Health/Check falls",
+    ),
+    (
+        "gateway-retry",
+        "gateway_retries",
+        "HTTPRoute default/product-grpc",
+        "spec.rules[1].retry",
+        "retries an order or a stream",
+    ),
 ];
 
 /// Faults that rightly break a second rule too: a Gateway on another host no longer meets the
 /// routes' hostnames.
-const ALSO_FIRES: &[(&str, &str)] = &[("gateway-host", "http_route_parents")];
+/// A gRPC port without `appProtocol: grpc` no longer carries the gateway's gRPC paths, and an HTTPS
+/// listener on another port is not where the redirect sends browsers.
+const ALSO_FIRES: &[(&str, &str)] = &[
+    ("gateway-host", "http_route_parents"),
+    ("grpc-port-no-appprotocol", "gateway_grpc_services"),
+    ("gateway-port", "redirect_ports"),
+];
 
 #[test]
 fn each_planted_fault_fires_its_check_naming_object_and_field() {
@@ -225,7 +252,7 @@ fn extra_checks_fire_too() {
             d.spec.template.metadata.labels.insert("app".into(), "web".into());
         }
         if let manifests::Resource::HTTPRoute(r) = &mut o.resource {
-            r.spec.parent_refs[0].section_name = Some("http".into());
+            r.spec.parent_refs[0].section_name = Some("nowhere".into());
         }
     }
     let m = Manifests { objects };

@@ -126,3 +126,118 @@ fn missing_or_empty_manifest_directories_are_errors_not_passes() {
         .to_string();
     assert!(err.contains("holds no Kubernetes objects"), "{err}");
 }
+
+/// Copies the manifests, the gateway and the IstioOperator of the repo into a tempdir.
+fn repo_copy() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for d in ["manifests", "gateway", "observability/istio"] {
+        copy_tree(&repo_root().join(d), &tmp.path().join(d));
+    }
+    tmp
+}
+
+/// The findings of one check over a copy of the repo with one fault planted in `dir`.
+fn findings_with(dir: &str, needle: &str, replacement: &str, check: &str, render: &Render) -> Vec<String> {
+    let tmp = repo_copy();
+    plant(&tmp.path().join(dir), needle, replacement);
+    let m = load_repo(tmp.path(), render).unwrap_or_else(|e| panic!("{e}"));
+    check_all(&m)
+        .into_iter()
+        .filter(|f| f.check == check)
+        .map(|f| f.to_string())
+        .collect()
+}
+
+#[test]
+fn a_redirect_without_its_port_is_found_on_kind_and_in_gateway() {
+    // The raw gateway/ file: port 443 removed.
+    let f = findings_with("gateway", "        port: 443\n", "", "redirect_ports", &Render::Never);
+    assert!(
+        f.iter()
+            .any(|f| f.contains("frontend-https-redirect") && f.contains("no port")),
+        "{f:?}"
+    );
+    // The kind overlay's patch: a port nothing publishes.
+    let f = findings_with(
+        "manifests/overlays/kind",
+        "value: 8443",
+        "value: 8880",
+        "redirect_ports",
+        &Render::Auto,
+    );
+    if which_kubectl() {
+        assert!(f.iter().any(|f| f.contains("port 8880")), "{f:?}");
+    }
+}
+
+#[test]
+fn the_kind_host_port_matches_the_kind_cluster_config() {
+    let config = std::fs::read_to_string(repo_root().join("scripts/cluster/kind-config.yaml")).expect("kind-config");
+    let mapping = format!(
+        "containerPort: 30443\n    hostPort: {}",
+        manifests::check::KIND_HTTPS_HOST_PORT
+    );
+    assert!(
+        config.contains(&mapping),
+        "kind-config.yaml publishes 30443 elsewhere:\n{config}"
+    );
+    let options = std::fs::read_to_string(repo_root().join("gateway/public-gw-options.yaml")).expect("options");
+    assert!(options.contains("nodePort: 30443"), "{options}");
+}
+
+#[test]
+fn a_gateway_without_the_health_route_is_found() {
+    let f = findings_with(
+        "gateway",
+        "    - path: {type: PathPrefix, value: /grpc.health.v1.Health}\n",
+        "",
+        "gateway_grpc_services",
+        &Render::Never,
+    );
+    assert!(
+        f.iter()
+            .any(|f| f.contains("/grpc.health.v1.Health/Check") && f.contains("frontend")),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn a_gateway_retry_of_orders_is_found() {
+    // Its own retry on the order route.
+    let f = findings_with(
+        "gateway",
+        "    backendRefs:\n    - {name: order-service, port: 50051}\n",
+        "    backendRefs:\n    - {name: order-service, port: 50051}\n    retry: {attempts: 2}\n",
+        "gateway_retries",
+        &Render::Never,
+    );
+    assert!(
+        f.iter().any(|f| f.contains("order-grpc") && f.contains("retry")),
+        "{f:?}"
+    );
+    // The mesh default left at Istio's, in the IstioOperator `make istio` installs.
+    let tmp = repo_copy();
+    let operator = tmp.path().join(manifests::MESH_CONFIG_FILE);
+    let text = std::fs::read_to_string(&operator).expect("read");
+    let policy = "    defaultHttpRetryPolicy:\n      attempts: 0\n";
+    assert!(text.contains(policy), "{text}");
+    std::fs::write(&operator, text.replacen(policy, "", 1)).expect("write");
+    let m = load_repo(tmp.path(), &Render::Never).unwrap_or_else(|e| panic!("{e}"));
+    let f: Vec<String> = check_all(&m)
+        .into_iter()
+        .filter(|f| f.check == "gateway_retries")
+        .map(|f| f.to_string())
+        .collect();
+    assert!(
+        f.iter()
+            .any(|f| f.contains("IstioOperator") && f.contains("order-grpc")),
+        "{f:?}"
+    );
+}
+
+fn which_kubectl() -> bool {
+    std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}

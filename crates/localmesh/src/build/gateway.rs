@@ -305,10 +305,10 @@ fn rule_action(cx: &mut Ctx, o: &Object, mesh: &Mesh, field: &str, rule: &HttpRo
         cx.note(
             o,
             format!("{field}.retry"),
-            "experimental-channel retry is not emulated; the mesh default retry applies",
+            "experimental-channel retry is not emulated; the mesh's defaultHttpRetryPolicy applies",
         );
     }
-    let mut retry = RetryPolicy::mesh_default();
+    let mut retry = mesh.default_retry.clone();
     let mut timeout = None;
     if let Some(t) = &rule.timeouts {
         if let Some(req) = &t.request {

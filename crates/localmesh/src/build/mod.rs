@@ -4,6 +4,7 @@
 mod core;
 mod gateway;
 mod matches;
+mod mesh_config;
 mod policy;
 mod telemetry;
 mod virtual_service;
@@ -16,6 +17,8 @@ use serde::de::DeserializeOwned;
 use crate::error::{Invalid, MeshError};
 use crate::model::{Key, Mesh, Origin};
 use crate::unsupported::{self, NotEmulated};
+
+pub use mesh_config::KIND as MESH_CONFIG_KIND;
 
 /// Inputs that are not in the YAML.
 #[derive(Debug, Clone)]
@@ -30,6 +33,7 @@ pub fn build(m: &Manifests, options: &Options) -> Result<Mesh, MeshError> {
     let mut cx = Ctx::new(m);
     let mut mesh = Mesh {
         workloads: core::workloads(&mut cx),
+        default_retry: mesh_config::default_retry(&mut cx),
         ..Mesh::default()
     };
     mesh.services = core::services(&mut cx, &mesh.workloads);

@@ -72,7 +72,7 @@ fn route(cx: &mut Ctx, o: &Object, mesh: &Mesh, field: &str, r: &HttpRoute) -> O
         None => None,
     };
     let retry = match &r.retries {
-        None => RetryPolicy::mesh_default(),
+        None => mesh.default_retry.clone(),
         Some(h) => retry(cx, o, &format!("{field}.retries"), h)?,
     };
     let fault = match &r.fault {
@@ -226,7 +226,7 @@ fn backends(cx: &mut Ctx, o: &Object, mesh: &Mesh, field: &str, r: &HttpRoute) -
     ok.then_some(out)
 }
 
-fn retry(cx: &mut Ctx, o: &Object, field: &str, h: &HttpRetry) -> Option<RetryPolicy> {
+pub(super) fn retry(cx: &mut Ctx, o: &Object, field: &str, h: &HttpRetry) -> Option<RetryPolicy> {
     let attempts = h.attempts.unwrap_or(0);
     // Istio: `attempts` 0 (or unset) disables retries, and then nothing else may be set.
     if attempts <= 0 {

@@ -16,6 +16,7 @@ pub mod metrics;
 mod names;
 mod plaintext;
 mod record;
+mod redirect;
 mod spans;
 pub mod tls;
 
@@ -152,6 +153,8 @@ pub struct Proxy {
     breakers: breaker::Breakers,
     outliers: Mutex<HashMap<String, ClusterOutlier>>,
     counter: AtomicU64,
+    /// Gateway listener port -> the local port it is served on (for redirects).
+    published: Mutex<HashMap<u16, u16>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -205,6 +208,7 @@ impl Proxy {
             breakers: breaker::Breakers::default(),
             outliers: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
+            published: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -241,6 +245,7 @@ impl Proxy {
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> io::Result<Running> {
         let addr = tcp.local_addr()?;
+        crate::lock(&self.published).insert(listener.port, addr.port());
         let acceptor = tls.map(TlsAcceptor::from);
         let refusal: Arc<str> = plaintext::reason(listener.hostname.as_deref().unwrap_or("*"), addr.port()).into();
         let identity = Arc::new(Identity::gateway(
@@ -414,7 +419,7 @@ impl Proxy {
                             ctx.route = format!("{} {}", route.origin.object, route.field);
                         }
                         match &route.action {
-                            RouteAction::Redirect(r) => return self.redirect(ctx, r, &path_q, l.protocol),
+                            RouteAction::Redirect(r) => return self.redirect(ctx, r, &path_q, l),
                             RouteAction::Forward(b) => Plan {
                                 backends: b.clone(),
                                 timeout: route.timeout,
@@ -893,22 +898,17 @@ impl Proxy {
         self.local(ctx, None, None, 404, 12, msg, "NR")
     }
 
-    fn redirect(&self, ctx: Ctx, r: &Redirect, path_q: &str, protocol: crate::model::Protocol) -> Response<ProxyBody> {
-        let scheme = r.scheme.clone().unwrap_or_else(|| match protocol {
-            crate::model::Protocol::Https => "https".into(),
-            crate::model::Protocol::Http => "http".into(),
-        });
-        let host = r.hostname.clone().unwrap_or_else(|| {
-            select::Request::default()
-                .authority(&ctx.authority)
-                .authority
-                .unwrap_or_default()
-        });
-        let port = match (r.port, scheme.as_str()) {
-            (Some(80), "http") | (Some(443), "https") | (None, _) => String::new(),
-            (Some(p), _) => format!(":{p}"),
+    fn redirect(&self, ctx: Ctx, r: &Redirect, path_q: &str, l: &Listener) -> Response<ProxyBody> {
+        let req = redirect::Incoming {
+            protocol: l.protocol,
+            authority: &ctx.authority,
+            path: path_q,
+            listener_port: l.port,
         };
-        let location = format!("{scheme}://{host}{port}{path_q}");
+        let location = {
+            let published = crate::lock(&self.published);
+            redirect::location(r, &req, |p| published.get(&p).copied())
+        };
         let mut resp = Response::new(Empty::new().map_err(|e: Infallible| match e {}).boxed_unsync());
         *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
         if let Ok(v) = HeaderValue::from_str(&location) {

@@ -23,6 +23,20 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Copies `src` into `dst` recursively (a test's own copy of the manifests to plant faults in).
+pub fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("mkdir");
+    for e in std::fs::read_dir(src).expect("read_dir") {
+        let p = e.expect("entry").path();
+        let to = dst.join(p.file_name().expect("name"));
+        if p.is_dir() {
+            copy_tree(&p, &to);
+        } else {
+            std::fs::copy(&p, &to).expect("copy");
+        }
+    }
+}
+
 /// Where cargo put localmesh, and so the service binaries of `cargo build --workspace`.
 pub fn bin_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_BIN_EXE_localmesh"))
@@ -75,24 +89,27 @@ impl Up {
     /// [`Up::start`] over the manifests under `root`, with extra environment (e.g.
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`; without it, spans stay in localmesh's store).
     pub fn start_with(data: &Path, root: &Path, env: &[(&str, &str)]) -> Up {
+        Up::start_on(data, root, env, &[])
+    }
+
+    /// [`Up::start_with`] with some ports (or other flags) set: `("--gateway-port", "8443")`.
+    pub fn start_on(data: &Path, root: &Path, env: &[(&str, &str)], flags: &[(&str, &str)]) -> Up {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_localmesh"));
         cmd.args(["up", "--root"])
             .arg(root)
             .arg("--bin-dir")
             .arg(bin_dir())
             .arg("--data-dir")
-            .arg(data)
-            .args([
-                "--gateway-port",
-                "0",
-                "--admin-port",
-                "0",
-                "--console-port",
-                "0",
-                "--otlp-port",
-                "0",
-            ])
-            .args(["--ready-timeout-secs", "20"])
+            .arg(data);
+        for port in ["--gateway-port", "--admin-port", "--console-port", "--otlp-port"] {
+            if !flags.iter().any(|(f, _)| *f == port) {
+                cmd.args([port, "0"]);
+            }
+        }
+        for (f, v) in flags {
+            cmd.args([f, v]);
+        }
+        cmd.args(["--ready-timeout-secs", "20"])
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -3,6 +3,7 @@
 
 mod authz;
 mod containers;
+mod edge;
 mod gateway;
 mod hosts;
 mod ports;
@@ -13,6 +14,9 @@ use std::fmt;
 
 pub use authz::{authorization_principals, workload_service_accounts};
 pub use containers::container_hardening;
+pub use edge::{
+    GATEWAY_GRPC_PATHS, KIND_HTTPS_HOST_PORT, NEVER_RETRIED, gateway_grpc_services, gateway_retries, redirect_ports,
+};
 pub use gateway::{SEED_GATEWAY, SeedGateway, gateway_matches_seed, http_route_parents};
 pub use ports::grpc_ports;
 pub use routes::{http_route_backend_refs, route_weights, service_selectors};
@@ -71,6 +75,9 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("authorization_principals", authorization_principals),
     ("workload_service_accounts", workload_service_accounts),
     ("container_hardening", container_hardening),
+    ("redirect_ports", redirect_ports),
+    ("gateway_grpc_services", gateway_grpc_services),
+    ("gateway_retries", gateway_retries),
 ];
 
 /// Runs every rule and returns all findings.
