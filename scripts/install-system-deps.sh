@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # System packages the tests need, installed from Debian's archive when missing:
 # PostgreSQL (the order service's tests start throwaway clusters), Chromium
-# (the frontend's headless browser test), curl (a client of the TLS gateway) and
+# (the frontend's headless browser test), curl (a client of the TLS gateway), jq
+# (the documented commands of docs/flows/ that the doc test runs) and
 # Prometheus (promtool checks and unit-tests the alert rules in
 # observability/prometheus; `make observe` runs prometheus against localmesh).
 # `install-system-deps.sh bench` adds what `make bench` needs: nginx (the
-# reference TLS gRPC gateway) and jq. `install-system-deps.sh observe` installs
+# reference TLS gRPC gateway). `install-system-deps.sh observe` installs
 # only what `make observe` needs: Prometheus and curl.
 set -euo pipefail
 need=()
 if [ "${1:-}" = bench ]; then
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-  command -v jq >/dev/null || need+=(jq)
 fi
 if [ "${1:-}" != observe ]; then
+  command -v jq >/dev/null || need+=(jq)
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
   command -v chromium >/dev/null || need+=(chromium)
 fi
