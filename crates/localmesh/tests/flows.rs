@@ -716,8 +716,8 @@ async fn spans_are_exported_over_otlp_and_a_retry_shows_each_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sampling_follows_the_telemetry_resource() {
     let copy = tempfile::tempdir().expect("tempdir");
-    // Sampled at 0 %, and half of product v1's calls fail with UNAVAILABLE (the gateway
-    // retries those) so that a followed trace shows its attempts through the console's API.
+    // Sampled at 0 %, and half of product v1's calls fail with UNAVAILABLE (product-vs retries
+    // those for the frontend) so that a followed trace shows its attempts through the console's API.
     let root = common::repo_copy(
         copy.path(),
         &[
@@ -738,7 +738,7 @@ async fn sampling_follows_the_telemetry_resource() {
     place_order_despite_faults(&up, "sampling-0").await;
     let mut client = ProductServiceClient::new(channel(&up).await);
     for _ in 0..20 {
-        // Some fail even after the retries: the point is only that none is traced.
+        // Some fail (the gateway retries nothing): the point is only that none is traced.
         let _ = get_product(&mut client, &[]).await;
     }
     // The pods batch their spans for up to a second: give them three.
@@ -752,7 +752,7 @@ async fn sampling_follows_the_telemetry_resource() {
 
     // A caller that sampled its trace is followed all the same (the sampled flag travels), and
     // a retried call shows, through the console's Jaeger API, one inbound span per attempt under
-    // the gateway's span, a failed one among them.
+    // the calling sidecar's span (the frontend's: product-vs retries), a failed one among them.
     let parent = "b7ad6b7169203331";
     let mut followed = 0;
     let mut found = None;
@@ -762,10 +762,16 @@ async fn sampling_follows_the_telemetry_resource() {
             0x0af7_6519_16cd_43dd_8448_eb21_0000_0000_u128 + u128::from(n)
         );
         let traceparent = format!("00-{trace}-{parent}-01");
-        if get_product(&mut client, &[("traceparent", traceparent.as_str())])
-            .await
-            .is_err()
-        {
+        let answer = verify::https(
+            &gateway(&up),
+            "GET",
+            "/api/products/123",
+            &[("traceparent", traceparent.as_str())],
+            "",
+        )
+        .await
+        .expect("GET /api/products/123 through the gateway");
+        if answer.status != 200 {
             continue;
         }
         let mut spans = Vec::new();
@@ -783,16 +789,19 @@ async fn sampling_follows_the_telemetry_resource() {
         assert_eq!(gw.parent.as_deref(), Some(parent), "continues the caller's span");
         assert!(spans.iter().any(|s| s.service == "product"), "{spans:#?}");
         followed += 1;
-        let attempts: Vec<&JSpan> = spans
-            .iter()
-            .filter(|s| s.parent.as_ref() == Some(&gw.id) && s.service == "product-service.default")
-            .collect();
-        let failed = attempts
-            .iter()
-            .filter(|a| a.tags.get("grpc.status_code").map(String::as_str) == Some("14"))
-            .count();
-        if attempts.len() >= 2 && failed >= 1 {
-            found = Some((trace, attempts.len(), failed));
+        let retried = spans.iter().filter(|h| h.service != GATEWAY).find_map(|hop| {
+            let attempts: Vec<&JSpan> = spans
+                .iter()
+                .filter(|s| s.parent.as_ref() == Some(&hop.id) && s.service == "product-service.default")
+                .collect();
+            let failed = attempts
+                .iter()
+                .filter(|a| a.tags.get("grpc.status_code").map(String::as_str) == Some("14"))
+                .count();
+            (attempts.len() >= 2 && failed >= 1).then_some((attempts.len(), failed))
+        });
+        if let Some((attempts, failed)) = retried {
+            found = Some((trace, attempts, failed));
             break;
         }
     }

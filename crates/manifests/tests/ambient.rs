@@ -13,6 +13,7 @@ use std::process::Command;
 use manifests::model::core::PodTemplateSpec;
 use manifests::model::gateway_api::{HttpRoute, HttpRouteRule};
 use manifests::{Manifests, Object, Resource, check_all, load_files, load_str};
+use testkit::copy_tree;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -529,20 +530,6 @@ fn the_ambient_install_keeps_the_sidecar_mesh_config_on_the_ambient_profile() {
             .and_then(|p| p.as_str()),
         Some("true")
     );
-}
-
-/// Copies `src` into `dst` recursively.
-fn copy_tree(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).expect("mkdir");
-    for e in std::fs::read_dir(src).unwrap_or_else(|e| panic!("{}: {e}", src.display())) {
-        let p = e.expect("dir entry").path();
-        let to = dst.join(p.file_name().expect("file name"));
-        if p.is_dir() {
-            copy_tree(&p, &to)
-        } else {
-            std::fs::copy(&p, &to).map(drop).expect("copy")
-        }
-    }
 }
 
 /// Renders the ambient overlay of a copy of the repo in which `file` (relative to the repo root)

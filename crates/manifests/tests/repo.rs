@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use manifests::{Render, check_all, load_repo};
+use testkit::copy_tree;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -43,20 +44,6 @@ fn the_raw_manifest_files_pass_every_check() {
 fn the_kustomize_rendering_passes_every_check() {
     // Without kubectl this is the raw-file check again; `make test` machines have kubectl.
     assert_clean(&Render::Auto);
-}
-
-/// Copies `src` into `dst` recursively.
-fn copy_tree(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).expect("mkdir");
-    for e in std::fs::read_dir(src).unwrap_or_else(|e| panic!("{}: {e}", src.display())) {
-        let p = e.expect("dir entry").path();
-        let to = dst.join(p.file_name().expect("file name"));
-        if p.is_dir() {
-            copy_tree(&p, &to)
-        } else {
-            std::fs::copy(&p, &to).map(drop).expect("copy")
-        }
-    }
 }
 
 /// Replaces the first `needle` in any YAML file under `dir`, returning the file changed.

@@ -21,3 +21,18 @@ pub fn free_port() -> std::io::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
 }
+
+/// Copies `src` into `dst` recursively: a test's own copy of the repository's manifests, to plant
+/// a fault in.
+pub fn copy_tree(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).unwrap_or_else(|e| panic!("{}: {e}", dst.display()));
+    for e in std::fs::read_dir(src).unwrap_or_else(|e| panic!("{}: {e}", src.display())) {
+        let p = e.expect("dir entry").path();
+        let to = dst.join(p.file_name().expect("file name"));
+        if p.is_dir() {
+            copy_tree(&p, &to);
+        } else {
+            std::fs::copy(&p, &to).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+    }
+}

@@ -9,6 +9,8 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use testkit::copy_tree;
+
 pub const HOST: &str = "sit-gateway.tcex.com.vn";
 
 pub fn free_port() -> u16 {
@@ -21,20 +23,6 @@ pub fn free_port() -> u16 {
 /// The repository root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Copies `src` into `dst` recursively (a test's own copy of the manifests to plant faults in).
-pub fn copy_tree(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).expect("mkdir");
-    for e in std::fs::read_dir(src).expect("read_dir") {
-        let p = e.expect("entry").path();
-        let to = dst.join(p.file_name().expect("name"));
-        if p.is_dir() {
-            copy_tree(&p, &to);
-        } else {
-            std::fs::copy(&p, &to).expect("copy");
-        }
-    }
 }
 
 /// Where cargo put localmesh, and so the service binaries of `cargo build --workspace`.
@@ -216,7 +204,7 @@ impl Drop for Up {
     }
 }
 
-/// A copy of the repository's `gateway/` and `manifests/` under `dir` (without the local CA: the
+/// A copy of the repository's `gateway/`, `manifests/` and `observability/istio/` under `dir` (without the local CA: the
 /// copy makes its own), with each `(file, from, to)` replacement applied (each `from` must be in
 /// its file): a test's own variant of the manifests, served by [`Up::start_with`].
 pub fn repo_copy(dir: &Path, edits: &[(&str, &str, &str)]) -> PathBuf {
@@ -235,7 +223,8 @@ pub fn repo_copy(dir: &Path, edits: &[(&str, &str, &str)]) -> PathBuf {
             }
         }
     }
-    for d in ["gateway", "manifests"] {
+    // The IstioOperator too: its meshConfig (the default retry policy) applies locally.
+    for d in ["gateway", "manifests", "observability/istio"] {
         copy(&root().join(d), &dir.join(d));
     }
     for (file, from, to) in edits {
