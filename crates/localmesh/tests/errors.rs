@@ -5,8 +5,7 @@ use std::process::Command;
 
 use localmesh::{MeshError, Options};
 
-mod common;
-use common::copy_tree;
+use testkit::copy_tree;
 
 fn build(yaml: &str) -> Result<localmesh::Mesh, MeshError> {
     let objects = manifests::load_str(yaml, Path::new("fixture.yaml"))?;

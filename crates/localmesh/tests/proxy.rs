@@ -18,8 +18,7 @@ use telemetry::GrpcMetrics;
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Uri};
 
-mod common;
-use common::copy_tree;
+use testkit::copy_tree;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

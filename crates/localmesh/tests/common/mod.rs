@@ -9,8 +9,6 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use testkit::copy_tree;
-
 pub const HOST: &str = "sit-gateway.tcex.com.vn";
 
 pub fn free_port() -> u16 {
