@@ -3,6 +3,7 @@
 //! Prometheus metrics, and the pod identity behind `ServedBy`.
 
 pub mod env;
+pub mod export;
 pub mod grpc;
 pub mod http;
 mod identity;
@@ -15,7 +16,6 @@ pub mod shutdown;
 use std::time::Duration;
 
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use tracing_subscriber::{
     EnvFilter, Layer as _, fmt::format::JsonFields, layer::SubscriberExt, util::SubscriberInitExt,
@@ -94,11 +94,7 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
 
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if let Some(endpoint) = &settings.otlp_endpoint {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.clone())
-            .with_timeout(Duration::from_secs(3))
-            .build()?;
+        let exporter = export::OtlpExporter::new(endpoint, Duration::from_secs(3))?;
         builder = builder.with_batch_exporter(exporter);
     }
     let tracer_provider = builder.build();

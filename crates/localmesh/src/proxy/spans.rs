@@ -18,7 +18,9 @@ use http::{HeaderMap, HeaderValue};
 
 use crate::identity::Identity;
 use crate::model::ProxyTracing;
+use crate::trace::packed;
 use crate::trace::span::{Kind, LazyTags, Process, Span, Tags, ValueRef, now_unix_nanos};
+use crate::trace::store::{Packed, PackedSpan};
 use crate::trace::{self, SpanId, TraceId, Tracer};
 
 /// Envoy's `max_path_tag_length` default: `http.url` is cut at 256 characters.
@@ -73,16 +75,109 @@ struct Recording {
     upstream_cluster: Option<Arc<str>>,
     /// Finished attempt spans, reported with the hop span in one batch (one store insert per
     /// request); a request dropped before its end still reports them.
-    attempts: Vec<Span>,
+    finished: Finished,
     tracer: Option<Tracer>,
+}
+
+/// A request's finished spans. Into the store they go packed as they end (no span value, no tag
+/// object, no name copy on the request's path); to an OTLP collector as spans.
+#[derive(Debug, Default)]
+struct Finished {
+    packed: Option<Packed>,
+    spans: Vec<Span>,
+}
+
+impl Finished {
+    fn is_empty(&self) -> bool {
+        self.spans.is_empty() && self.packed.as_ref().is_none_or(|p| p.spans.is_empty())
+    }
+
+    fn report(&mut self, tracer: &Tracer) {
+        if let Some(p) = self.packed.take().filter(|p| !p.spans.is_empty()) {
+            tracer.report_packed(p);
+        }
+        if !self.spans.is_empty() {
+            tracer.report_all(std::mem::take(&mut self.spans));
+        }
+    }
+}
+
+/// One proxy span as it ends.
+struct Ended<'a> {
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent: Option<SpanId>,
+    kind: Kind,
+    name: &'a str,
+    start: u64,
+    process: &'a Arc<Process>,
+    cluster: Option<&'a Arc<str>>,
+}
+
+impl Recording {
+    fn end(&mut self, tracer: &Tracer, e: Ended<'_>, outcome: &Outcome<'_>) {
+        let Recording {
+            request,
+            finished,
+            tracer: held,
+            ..
+        } = self;
+        held.get_or_insert_with(|| tracer.clone());
+        let duration = now_unix_nanos().saturating_sub(e.start);
+        if tracer.packs() {
+            let batch = finished.packed.get_or_insert_with(|| Packed::with_capacity(2));
+            let at = batch.bytes.len();
+            let header = packed::Header {
+                span_id: e.span_id,
+                parent: e.parent,
+                kind: e.kind,
+                error: is_error(outcome),
+                start_unix_nanos: e.start,
+                duration_nanos: duration,
+                name: e.name,
+                status_message: None,
+            };
+            packed::pack_parts(
+                &mut batch.bytes,
+                &header,
+                |out| {
+                    visit_tags(request, e.cluster.map(|c| &**c), outcome, &mut |k, v| {
+                        packed::put_tag(out, k, v)
+                    })
+                },
+                |_| {},
+            );
+            batch.spans.push(PackedSpan {
+                trace: e.trace_id,
+                process: e.process.clone(),
+                start: e.start,
+                range: at..batch.bytes.len(),
+            });
+        } else {
+            finished.spans.push(Span {
+                trace_id: e.trace_id,
+                span_id: e.span_id,
+                parent: e.parent,
+                name: e.name.to_string(),
+                kind: e.kind,
+                start_unix_nanos: e.start,
+                duration_nanos: duration,
+                error: is_error(outcome),
+                tags: Tags::Lazy(Arc::new(ProxyTags::new(request, e.cluster, outcome))),
+                events: Vec::new(),
+                status_message: None,
+                process: e.process.clone(),
+            });
+        }
+    }
 }
 
 impl Drop for Recording {
     fn drop(&mut self) {
-        if let Some(t) = &self.tracer
-            && !self.attempts.is_empty()
+        if let Some(t) = self.tracer.take()
+            && !self.finished.is_empty()
         {
-            t.report_all(std::mem::take(&mut self.attempts));
+            self.finished.report(&t);
         }
     }
 }
@@ -132,7 +227,7 @@ impl RequestTrace {
                 operation: String::new(),
                 request: Arc::default(),
                 upstream_cluster: None,
-                attempts: Vec::new(),
+                finished: Finished::default(),
                 tracer: None,
             })
         });
@@ -194,22 +289,17 @@ impl RequestTrace {
         if !to.tracing.report {
             return;
         }
-        let tags = ProxyTags::new(&rec.request, Some(&to.cluster), outcome);
-        rec.attempts.push(Span {
+        let ended = Ended {
             trace_id: self.trace_id,
             span_id: attempt.span_id,
             parent: Some(self.span_id),
-            name: to.operation.clone(),
             kind: Kind::Server,
-            start_unix_nanos: attempt.start,
-            duration_nanos: now_unix_nanos().saturating_sub(attempt.start),
-            error: is_error(outcome),
-            tags: Tags::Lazy(Arc::new(tags)),
-            events: Vec::new(),
-            status_message: None,
-            process: to.identity.process.clone(),
-        });
-        rec.tracer.get_or_insert_with(|| tracer.clone());
+            name: &to.operation,
+            start: attempt.start,
+            process: &to.identity.process,
+            cluster: Some(&to.cluster),
+        };
+        rec.end(tracer, ended, outcome);
     }
 
     /// Reports the hop span and the attempts' spans.
@@ -217,27 +307,23 @@ impl RequestTrace {
         let Some(mut rec) = self.rec else {
             return;
         };
-        let mut spans = std::mem::take(&mut rec.attempts);
         if rec.reports {
-            let tags = ProxyTags::new(&rec.request, rec.upstream_cluster.as_ref(), outcome);
-            spans.push(Span {
+            let operation = std::mem::take(&mut rec.operation);
+            let process = rec.process.clone();
+            let cluster = rec.upstream_cluster.clone();
+            let ended = Ended {
                 trace_id: self.trace_id,
                 span_id: self.span_id,
                 parent: self.parent,
-                name: std::mem::take(&mut rec.operation),
                 kind: Kind::Client,
-                start_unix_nanos: rec.start,
-                duration_nanos: now_unix_nanos().saturating_sub(rec.start),
-                error: is_error(outcome),
-                tags: Tags::Lazy(Arc::new(tags)),
-                events: Vec::new(),
-                status_message: None,
-                process: rec.process.clone(),
-            });
+                name: &operation,
+                start: rec.start,
+                process: &process,
+                cluster: cluster.as_ref(),
+            };
+            rec.end(tracer, ended, outcome);
         }
-        if !spans.is_empty() {
-            tracer.report_all(spans);
-        }
+        rec.finished.report(tracer);
     }
 }
 
@@ -352,7 +438,6 @@ struct ProxyTags {
     flags: Cow<'static, str>,
     request_bytes: u64,
     response_bytes: u64,
-    error: bool,
 }
 
 impl ProxyTags {
@@ -369,52 +454,63 @@ impl ProxyTags {
             ),
             request_bytes: o.request_bytes,
             response_bytes: o.response_bytes,
-            error: is_error(o),
         }
     }
 }
 
 impl LazyTags for ProxyTags {
     fn visit(&self, f: &mut dyn FnMut(&str, ValueRef<'_>)) {
-        let r = &*self.request;
-        let mut put = |k: &str, v: &str| f(k, ValueRef::Str(v));
-        put("guid:x-request-id", r.get(Field::RequestId).unwrap_or_default());
-        put("http.url", r.get(Field::Url).unwrap_or_default());
-        put("http.method", r.get(Field::Method).unwrap_or_default());
-        put("downstream_cluster", r.get(Field::DownstreamCluster).unwrap_or("-"));
-        put("user_agent", r.get(Field::UserAgent).unwrap_or("-"));
-        put("http.protocol", r.protocol);
-        put("peer.address", r.get(Field::Peer).unwrap_or_default());
-        if let Some(id) = r.get(Field::ClientTraceId) {
-            put("guid:x-client-trace-id", id);
+        let outcome = Outcome {
+            status: self.status,
+            grpc_status: self.grpc_status.as_deref(),
+            grpc_message: self.grpc_message.as_deref(),
+            flags: &self.flags,
+            request_bytes: self.request_bytes,
+            response_bytes: self.response_bytes,
+        };
+        visit_tags(&self.request, self.upstream_cluster.as_deref(), &outcome, f);
+    }
+}
+
+/// A proxy span's tags, in the order Envoy writes them.
+fn visit_tags(r: &RequestTags, cluster: Option<&str>, o: &Outcome<'_>, f: &mut dyn FnMut(&str, ValueRef<'_>)) {
+    let mut put = |k: &str, v: &str| f(k, ValueRef::Str(v));
+    put("guid:x-request-id", r.get(Field::RequestId).unwrap_or_default());
+    put("http.url", r.get(Field::Url).unwrap_or_default());
+    put("http.method", r.get(Field::Method).unwrap_or_default());
+    put("downstream_cluster", r.get(Field::DownstreamCluster).unwrap_or("-"));
+    put("user_agent", r.get(Field::UserAgent).unwrap_or("-"));
+    put("http.protocol", r.protocol);
+    put("peer.address", r.get(Field::Peer).unwrap_or_default());
+    if let Some(id) = r.get(Field::ClientTraceId) {
+        put("guid:x-client-trace-id", id);
+    }
+    if r.grpc {
+        put("grpc.path", r.get(Field::GrpcPath).unwrap_or_default());
+        put("grpc.authority", r.get(Field::GrpcAuthority).unwrap_or_default());
+        put("grpc.content_type", r.get(Field::GrpcContentType).unwrap_or_default());
+        if let Some(to) = r.get(Field::GrpcTimeout) {
+            put("grpc.timeout", to);
         }
-        if r.grpc {
-            put("grpc.path", r.get(Field::GrpcPath).unwrap_or_default());
-            put("grpc.authority", r.get(Field::GrpcAuthority).unwrap_or_default());
-            put("grpc.content_type", r.get(Field::GrpcContentType).unwrap_or_default());
-            if let Some(to) = r.get(Field::GrpcTimeout) {
-                put("grpc.timeout", to);
-            }
+    }
+    // Envoy writes sizes and the status as strings.
+    let mut n = itoa::Buffer::new();
+    put("request_size", n.format(o.request_bytes));
+    put("response_size", n.format(o.response_bytes));
+    if let Some(c) = cluster {
+        put("upstream_cluster", c);
+        put("upstream_cluster.name", c);
+    }
+    put("http.status_code", n.format(o.status));
+    put("response_flags", o.flags);
+    if let Some(code) = o.grpc_status {
+        put("grpc.status_code", code);
+        if let Some(m) = o.grpc_message {
+            put("grpc.message", m);
         }
-        // Envoy writes sizes and the status as strings.
-        let mut n = itoa::Buffer::new();
-        put("request_size", n.format(self.request_bytes));
-        put("response_size", n.format(self.response_bytes));
-        if let Some(c) = &self.upstream_cluster {
-            put("upstream_cluster", c);
-            put("upstream_cluster.name", c);
-        }
-        put("http.status_code", n.format(self.status));
-        put("response_flags", &self.flags);
-        if let Some(code) = &self.grpc_status {
-            put("grpc.status_code", code);
-            if let Some(m) = &self.grpc_message {
-                put("grpc.message", m);
-            }
-        }
-        if self.error {
-            put("error", "true");
-        }
+    }
+    if is_error(o) {
+        put("error", "true");
     }
 }
 
@@ -454,6 +550,51 @@ mod tests {
 
     fn gateway() -> Identity {
         Identity::gateway(&Key::new("gateway", "public-api-gateway"), "gw-0")
+    }
+
+    /// The store's packed spans and the exported spans' lazy tags are written by one function;
+    /// this keeps the two paths from drifting apart.
+    #[test]
+    fn packed_and_exported_proxy_spans_carry_the_same_tags() {
+        let (tracer, store) = tracer();
+        let mut h = HeaderMap::new();
+        h.insert("user-agent", HeaderValue::from_static("grpcurl/1.8.6"));
+        h.insert("grpc-timeout", HeaderValue::from_static("5S"));
+        let on = ProxyTracing {
+            sampling: 100.0,
+            report: true,
+        };
+        let cluster = "outbound|50051|v2|product-service.default.svc.cluster.local";
+        let mut t = RequestTrace::start(&HeaderMap::new(), &gateway(), on, false);
+        t.describe(&info(&h), || "op".into());
+        t.set_upstream_cluster(|| cluster.into());
+        let failed = Outcome {
+            status: 200,
+            grpc_status: Some("14"),
+            grpc_message: Some("upstream connect error"),
+            flags: "URX",
+            request_bytes: 12,
+            response_bytes: 0,
+        };
+        t.finish(&tracer, &failed);
+        let packed = store
+            .find(&crate::trace::store::Query::default())
+            .pop()
+            .expect("one trace");
+        let lazy = ProxyTags::new(
+            &Arc::new(RequestTags::new(&info(&h))),
+            Some(&Arc::from(cluster)),
+            &failed,
+        );
+        let want = lazy.tags();
+        let Tags::Owned(got) = &packed.spans[0].tags else {
+            panic!("the store gives spans as read");
+        };
+        assert_eq!(got, &want);
+        let text = |key: &str| packed.spans[0].tag_text(key);
+        assert_eq!(text("grpc.message").as_deref(), Some("upstream connect error"));
+        assert_eq!(text("user_agent").as_deref(), Some("grpcurl/1.8.6"));
+        assert_eq!(text("error").as_deref(), Some("true"), "UNAVAILABLE is an error");
     }
 
     #[test]

@@ -69,6 +69,20 @@ impl Tracer {
         Ok(Tracer { out, dropped })
     }
 
+    /// Whether finished spans are kept here: they may then be reported packed.
+    pub fn packs(&self) -> bool {
+        matches!(self.out, Out::Store(_))
+    }
+
+    /// Adds spans packed by the caller to the store (see [`Tracer::packs`]); without a store
+    /// they are counted as dropped.
+    pub fn report_packed(&self, batch: store::Packed) {
+        match &self.out {
+            Out::Store(s) => s.insert_packed(batch),
+            Out::Export(_) => self.dropped.inc_by(batch.spans.len() as u64),
+        }
+    }
+
     /// Sends finished spans on (one store insert for all); a full export queue drops them.
     pub fn report_all(&self, spans: Vec<Span>) {
         match &self.out {
