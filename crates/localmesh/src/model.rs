@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use manifests::Source;
@@ -423,6 +423,30 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     /// Indexes into [`Mesh::workloads`] whose pod template the selector matches.
     pub workloads: Vec<usize>,
+    /// The span and cluster names of its backends, made on first use (the model does not change).
+    pub span_names: SpanNames,
+}
+
+/// The names a sampled request's spans take from the backend it goes to.
+#[derive(Debug)]
+pub struct BackendNames {
+    /// The hop span's `upstream_cluster`: `outbound|<port>|<subset>|<FQDN>`.
+    pub outbound_cluster: Arc<str>,
+    /// The inbound attempt span's name: `<FQDN>:<service port>/*`.
+    pub inbound_operation: Arc<str>,
+    /// The inbound attempt span's `upstream_cluster`: `inbound|<container port>||`.
+    pub inbound_cluster: Arc<str>,
+}
+
+/// A Service's [`BackendNames`] by subset and dialled port (a handful per Service: a list).
+#[derive(Debug, Default)]
+pub struct SpanNames(pub Mutex<Vec<(Option<String>, u16, Arc<BackendNames>)>>);
+
+impl Clone for SpanNames {
+    /// A copy of the model starts with an empty cache.
+    fn clone(&self) -> Self {
+        SpanNames::default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

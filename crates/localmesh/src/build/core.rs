@@ -198,6 +198,7 @@ pub(super) fn services(cx: &mut Ctx, workloads: &[Workload]) -> Vec<Service> {
             selector: s.spec.selector.clone(),
             ports,
             workloads: selected,
+            span_names: Default::default(),
         });
     }
     out

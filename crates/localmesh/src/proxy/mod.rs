@@ -405,15 +405,15 @@ impl Proxy {
                 sreq.port = Some(l.port);
                 match select::gateway(&mesh, l.port, &authority, &sreq) {
                     Err(_) => {
-                        ctx.trace.describe(&info, || format!("egress {authority}"));
+                        ctx.trace.describe(&info, || format!("egress {authority}").into());
                         return self.no_route(ctx);
                     }
                     Ok((_, route)) => {
                         ctx.trace.describe(&info, || {
-                            let name = route
+                            route
                                 .span_name
-                                .get_or_init(|| names::gateway_operation(&mesh, l, route).into());
-                            name.to_string()
+                                .get_or_init(|| names::gateway_operation(&mesh, l, route).into())
+                                .clone()
                         });
                         if tapping {
                             ctx.route = format!("{} {}", route.origin.object, route.field);
@@ -439,12 +439,12 @@ impl Proxy {
                 sreq.port = Some(port);
                 match select::sidecar(&mesh, &hop.source.namespace, &authority, &sreq) {
                     None => {
-                        ctx.trace.describe(&info, || format!("egress {authority}"));
+                        ctx.trace.describe(&info, || format!("egress {authority}").into());
                         return self.no_route(ctx);
                     }
                     Some(sc) => {
                         ctx.trace
-                            .describe(&info, || names::sidecar_operation(&mesh, &sc, &sreq, port));
+                            .describe(&info, || names::sidecar_operation(&mesh, &sc, &sreq, port).into());
                         if tapping {
                             ctx.route = match &sc {
                                 select::Sidecar::Route { vs, route } => format!("{} {}", vs.origin.object, route.field),
@@ -523,21 +523,20 @@ impl Proxy {
             .collect();
         let name = Arc::new(ServiceName::from(&service.key));
         let fqdn = name.fqdn.clone();
-        ctx.trace
-            .set_upstream_cluster(|| names::outbound_cluster(service, &backend, plan.port));
         // The inbound span's name and cluster are the same for every attempt.
-        let inbound = ctx.trace.recording().then(|| {
-            (
-                names::trace_operation(&fqdn, svc_port),
-                Arc::<str>::from(names::inbound_cluster(mesh, service, svc_port)),
-            )
-        });
+        let span_names = ctx
+            .trace
+            .recording()
+            .then(|| names::backend_names(mesh, service, &backend, plan.port));
+        if let Some(n) = &span_names {
+            ctx.trace.set_upstream_cluster(n.outbound_cluster.clone());
+        }
         let inbound_for = |ep: &Endpoint| {
-            inbound.as_ref().map(|(operation, cluster)| Inbound {
+            span_names.as_ref().map(|n| Inbound {
                 identity: ep.identity.clone(),
                 tracing: mesh.proxy_tracing(&ep.identity.namespace, &ep.labels),
-                operation: operation.clone(),
-                cluster: cluster.clone(),
+                operation: n.inbound_operation.clone(),
+                cluster: n.inbound_cluster.clone(),
             })
         };
 

@@ -1,7 +1,9 @@
 //! The names Istio gives what a request passes through, for span names and tags: Envoy cluster
 //! names (`outbound|<port>|<subset>|<host>`, `inbound|<port>||`) and route decorators.
 
-use crate::model::{Backend, GatewayRoute, Listener, Mesh, PathMatch, Service, TargetPort};
+use std::sync::Arc;
+
+use crate::model::{Backend, BackendNames, GatewayRoute, Listener, Mesh, PathMatch, Service, TargetPort};
 use crate::select::{self, Sidecar};
 
 /// The Service port a backend reaches: its own, else the Service's only port, else the port the
@@ -21,6 +23,25 @@ pub fn outbound_cluster(service: &Service, backend: &Backend, dialled: u16) -> S
         backend.subset.as_deref().unwrap_or(""),
         service.key.fqdn()
     )
+}
+
+/// `service`'s names for `backend` dialled on `dialled`, made once each (in
+/// [`Service::span_names`]): formatting them on every sampled request was a measurable part of
+/// tracing's cost.
+pub fn backend_names(mesh: &Mesh, service: &Service, backend: &Backend, dialled: u16) -> Arc<BackendNames> {
+    let mut cache = crate::lock(&service.span_names.0);
+    let subset = backend.subset.as_deref();
+    if let Some((_, _, n)) = cache.iter().find(|(s, p, _)| s.as_deref() == subset && *p == dialled) {
+        return n.clone();
+    }
+    let port = service_port(service, backend, dialled);
+    let names = Arc::new(BackendNames {
+        outbound_cluster: outbound_cluster(service, backend, dialled).into(),
+        inbound_operation: trace_operation(&service.key.fqdn(), port).into(),
+        inbound_cluster: inbound_cluster(mesh, service, port).into(),
+    });
+    cache.push((backend.subset.clone(), dialled, names.clone()));
+    names
 }
 
 /// `inbound|<container port>||`: the port the pod's sidecar forwards to (the Service's
@@ -122,6 +143,27 @@ mod tests {
     fn mesh() -> Mesh {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         crate::load(&root).expect("the repo's manifests load")
+    }
+
+    #[test]
+    fn a_backends_span_names_are_made_once_and_match_istios() {
+        let m = mesh();
+        let key = Key::new("default", "product-service");
+        let svc = m.service(&key).expect("product-service");
+        let backend = |subset: &str| Backend {
+            service: key.clone(),
+            port: None,
+            subset: Some(subset.into()),
+            weight: 80,
+        };
+        let v1 = backend_names(&m, svc, &backend("v1"), 50051);
+        assert_eq!(&*v1.outbound_cluster, "outbound|50051|v1|product-service.default.svc.cluster.local");
+        assert_eq!(&*v1.inbound_operation, "product-service.default.svc.cluster.local:50051/*");
+        assert_eq!(&*v1.inbound_cluster, "inbound|50051||");
+        assert!(Arc::ptr_eq(&v1, &backend_names(&m, svc, &backend("v1"), 50051)), "made once");
+        let v2 = backend_names(&m, svc, &backend("v2"), 50051);
+        assert_eq!(&*v2.outbound_cluster, "outbound|50051|v2|product-service.default.svc.cluster.local");
+        assert_eq!(crate::lock(&svc.span_names.0).len(), 2);
     }
 
     #[test]

@@ -69,7 +69,7 @@ struct Recording {
     process: Arc<Process>,
     /// The hop proxy reports spans (its Telemetry may disable it while others report).
     reports: bool,
-    operation: String,
+    operation: Arc<str>,
     request: Arc<RequestTags>,
     /// `outbound|<port>|<subset>|<host>`, once a backend is chosen.
     upstream_cluster: Option<Arc<str>>,
@@ -203,7 +203,7 @@ pub(crate) struct Inbound {
     pub identity: Arc<Identity>,
     pub tracing: ProxyTracing,
     /// `<service FQDN>:<service port>/*`.
-    pub operation: String,
+    pub operation: Arc<str>,
     /// `inbound|<target port>||`.
     pub cluster: Arc<str>,
 }
@@ -224,7 +224,7 @@ impl RequestTrace {
                 start: now_unix_nanos(),
                 process: proxy.process.clone(),
                 reports: tracing.report,
-                operation: String::new(),
+                operation: Arc::from(""),
                 request: Arc::default(),
                 upstream_cluster: None,
                 finished: Finished::default(),
@@ -247,16 +247,16 @@ impl RequestTrace {
     }
 
     /// Sets the request tags and the operation name, computed only when recording.
-    pub fn describe(&mut self, req: &RequestInfo<'_>, operation: impl FnOnce() -> String) {
+    pub fn describe(&mut self, req: &RequestInfo<'_>, operation: impl FnOnce() -> Arc<str>) {
         if let Some(rec) = self.rec.as_mut() {
             rec.operation = operation();
             rec.request = Arc::new(RequestTags::new(req));
         }
     }
 
-    pub fn set_upstream_cluster(&mut self, cluster: impl FnOnce() -> String) {
+    pub fn set_upstream_cluster(&mut self, cluster: Arc<str>) {
         if let Some(rec) = self.rec.as_mut() {
-            rec.upstream_cluster = Some(Arc::from(cluster()));
+            rec.upstream_cluster = Some(cluster);
         }
     }
 
@@ -308,7 +308,7 @@ impl RequestTrace {
             return;
         };
         if rec.reports {
-            let operation = std::mem::take(&mut rec.operation);
+            let operation = rec.operation.clone();
             let process = rec.process.clone();
             let cluster = rec.upstream_cluster.clone();
             let ended = Ended {
@@ -567,7 +567,7 @@ mod tests {
         let cluster = "outbound|50051|v2|product-service.default.svc.cluster.local";
         let mut t = RequestTrace::start(&HeaderMap::new(), &gateway(), on, false);
         t.describe(&info(&h), || "op".into());
-        t.set_upstream_cluster(|| cluster.into());
+        t.set_upstream_cluster(cluster.into());
         let failed = Outcome {
             status: 200,
             grpc_status: Some("14"),
@@ -636,7 +636,7 @@ mod tests {
         let gw = gateway();
         let mut t = RequestTrace::start(&h, &gw, on, false);
         t.describe(&info(&h), || "op".into());
-        t.set_upstream_cluster(|| "outbound|50051||product-service-v1.default.svc.cluster.local".into());
+        t.set_upstream_cluster("outbound|50051||product-service-v1.default.svc.cluster.local".into());
         let labels = [
             ("app".to_string(), "product-service".to_string()),
             ("version".into(), "v1".into()),
