@@ -440,7 +440,10 @@ pub struct BackendNames {
 
 /// A Service's [`BackendNames`] by subset and dialled port (a handful per Service: a list).
 #[derive(Debug, Default)]
-pub struct SpanNames(pub Mutex<Vec<(Option<String>, u16, Arc<BackendNames>)>>);
+pub struct SpanNames(pub Mutex<Vec<SpanNamesEntry>>);
+
+/// One [`SpanNames`] entry: the backend's subset, the port dialled, the names.
+pub type SpanNamesEntry = (Option<String>, u16, Arc<BackendNames>);
 
 impl Clone for SpanNames {
     /// A copy of the model starts with an empty cache.

@@ -15,8 +15,14 @@ pub enum Outcome {
     Http(u16),
     /// A gRPC status code seen in the response headers (trailers-only), e.g. 14 for UNAVAILABLE.
     Grpc(i32),
-    /// Connect failure, reset or timeout before a response: Envoy maps it to 503.
+    /// Connect failure or reset before a response: Envoy maps it to 503.
     ConnectFailure,
+    /// No response within the per-try or the route timeout. Envoy's router reports
+    /// `Result::LocalOriginTimeout` to the host's detector on both (`onPerTryTimeout`,
+    /// `onResponseTimeout`), and without `split_external_local_origin_errors` (Istio never sets
+    /// it) `DetectorHostMonitorImpl::resultToHttpCode` counts that as a 504: a gateway error, so a
+    /// hung pod is ejected like a crashed one (envoy `source/common/upstream/outlier_detection_impl.cc`).
+    Timeout,
 }
 
 impl Outcome {
@@ -25,6 +31,7 @@ impl Outcome {
         match self {
             Outcome::Http(s) => s,
             Outcome::ConnectFailure => 503,
+            Outcome::Timeout => 504,
             Outcome::Grpc(code) => match code {
                 0 => 200,
                 1 => 499,
@@ -173,6 +180,17 @@ mod tests {
         assert_eq!(o.healthy(t0 + Duration::from_secs(29)), vec![1]);
         assert!(!o.is_ejected(0, t0 + Duration::from_secs(30)));
         assert_eq!(o.healthy(t0 + Duration::from_secs(30)), vec![0, 1]);
+    }
+
+    #[test]
+    fn timeouts_are_gateway_errors_and_eject_a_hung_host() {
+        let mut o = Outlier::new(config(100), 2);
+        let t0 = Instant::now();
+        assert_eq!(o.record(1, Outcome::Timeout, t0), None);
+        assert_eq!(o.record(1, Outcome::Timeout, t0), None);
+        let e = o.record(1, Outcome::Timeout, t0).expect("the third timeout ejects");
+        assert_eq!((e.host, e.reason), (1, Reason::ConsecutiveGatewayErrors));
+        assert!(o.is_ejected(1, t0) && !o.is_ejected(0, t0));
     }
 
     #[test]

@@ -96,3 +96,128 @@ async fn load_survives_a_killed_product_v1_pod_and_keeps_the_split() {
     }
     drop(up);
 }
+
+/// `/clusters`' health flags of `pod`.
+async fn health_of(admin: u16, pod: &str) -> String {
+    let clusters = common::admin_get(admin, "/clusters").await;
+    let needle = format!("::pod::{pod}::");
+    clusters
+        .lines()
+        .find(|l| l.contains(&needle))
+        .and_then(|l| l.split("::health_flags::").nth(1))
+        .and_then(|rest| rest.split("::").next())
+        .unwrap_or_else(|| panic!("{pod} in /clusters: {clusters}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_product_v1_pod_is_ejected_under_load_and_returns_when_resumed() {
+    use proto::product::GetProductRequest;
+    use proto::product::product_service_client::ProductServiceClient;
+
+    // The product routes' timeout (5 s) and the DestinationRules' baseEjectionTime (30 s),
+    // shortened so that the test takes seconds; consecutiveGatewayErrors (3) as written.
+    let copy = tempfile::tempdir().expect("tempdir");
+    let routes = "gateway/httproutes.yaml";
+    let rules = "manifests/istio/product-destinationrules.yaml";
+    let root = common::repo_copy(
+        copy.path(),
+        &[
+            (routes, "request: 5s", "request: 1s"),
+            (routes, "request: 5s", "request: 1s"),
+            (rules, "baseEjectionTime: 30s", "baseEjectionTime: 4s"),
+            (rules, "baseEjectionTime: 30s", "baseEjectionTime: 4s"),
+            (rules, "baseEjectionTime: 30s", "baseEjectionTime: 4s"),
+        ],
+    );
+    let data = tempfile::tempdir().expect("tempdir");
+    let up = Up::start_with(data.path(), &root, &[]);
+    let (victim, pid) = up
+        .pods
+        .iter()
+        .find(|(name, _)| name.starts_with("product-v1-"))
+        .cloned()
+        .unwrap_or_else(|| panic!("a product-v1 pod among {:?}", up.pods));
+    assert_eq!(health_of(up.admin, &victim).await, "healthy");
+
+    let load = Command::new(env!("CARGO_BIN_EXE_localmesh"))
+        .args(["load", "--target", &format!("127.0.0.1:{}", up.gateway)])
+        .arg("--cacert")
+        .arg(root.join("gateway/certs/ca.crt"))
+        .args(["--duration", "8s", "--concurrency", "8", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("localmesh load starts");
+    let load = tokio::task::spawn_blocking(move || load.wait_with_output());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // SAFETY: SIGSTOP to a product-v1 child of the localmesh this test started (resumed below).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "stop {victim}");
+    let stopped_at = Instant::now();
+
+    // Three calls time out on it (1 s each, in parallel under load): it is ejected.
+    loop {
+        if health_of(up.admin, &victim).await == "/failed_outlier_check" {
+            break;
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(5),
+            "{victim} ejected within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ejected_after = stopped_at.elapsed();
+    let mut logged = None;
+    while let Ok(v) = up.lines.recv_timeout(Duration::from_millis(500)) {
+        if v["message"] == "endpoint ejected" {
+            logged = Some(v);
+            break;
+        }
+    }
+    let logged = logged.expect("an \"endpoint ejected\" log line");
+    assert_eq!(
+        logged["upstream_pod"],
+        victim.as_str(),
+        "the line names the stopped pod: {logged}"
+    );
+
+    // While it stays stopped, calls are served by the others.
+    let channel = common::gateway_channel(&root, up.gateway).await;
+    let mut client = ProductServiceClient::new(channel);
+    for _ in 0..30 {
+        let req = GetProductRequest {
+            product_id: "123".into(),
+        };
+        let served = client.get_product(req).await.expect("served while the pod is stopped");
+        let pod = served.into_inner().served_by.expect("served_by").pod;
+        assert_ne!(pod, victim, "the ejected pod gets no call");
+    }
+
+    let out = load.await.expect("join").expect("localmesh load ran");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("load summary: {stdout} (ejected after {ejected_after:?})");
+    let s: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON summary");
+    assert!(
+        s["requests"].as_u64().expect("requests") > 200,
+        "throughput recovered: {s}"
+    );
+    // Only the calls the stopped pod held until their 1 s timeout, and the ones sent to it before
+    // its ejection, fail: a few dozen at most (GetProduct and ListProducts go through two
+    // clusters, each with its own outlier state, as in Envoy). Without ejection it would be a
+    // few hundred, and throughput would collapse.
+    assert!(s["failed"].as_u64().expect("failed") <= 30, "{s}");
+    let errors = s["errors"].as_object().expect("errors");
+    assert!(errors.keys().all(|k| k == "Unavailable"), "{s}");
+
+    // Resumed, it is back once its ejection time has passed.
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0, "resume {victim}");
+    loop {
+        if health_of(up.admin, &victim).await == "healthy" {
+            break;
+        }
+        assert!(stopped_at.elapsed() < Duration::from_secs(20), "{victim} healthy again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(up);
+}

@@ -840,3 +840,134 @@ async fn requests_over_http2_max_requests_overflow_with_uo() {
     }
     drop(streams);
 }
+
+/// A TCP relay in front of a pod that can be frozen: while paused it moves no byte either way,
+/// which is what a proxy sees of a SIGSTOPped process (connections are accepted by the kernel,
+/// nothing is answered). Resumed, it passes what it held.
+struct Freezer {
+    addr: std::net::SocketAddr,
+    paused: tokio::sync::watch::Sender<bool>,
+}
+
+impl Freezer {
+    async fn start(to: std::net::SocketAddr) -> Freezer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (paused, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                let Ok(up) = tokio::net::TcpStream::connect(to).await else {
+                    continue;
+                };
+                let (dr, dw) = down.into_split();
+                let (ur, uw) = up.into_split();
+                tokio::spawn(Self::pipe(dr, uw, watch.clone()));
+                tokio::spawn(Self::pipe(ur, dw, watch.clone()));
+            }
+        });
+        Freezer { addr, paused }
+    }
+
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut paused: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            if paused.wait_for(|p| !p).await.is_err() {
+                return;
+            }
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if paused.wait_for(|p| !p).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn pause(&self, on: bool) {
+        self.paused.send_replace(on);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_pod_is_ejected_by_its_timeouts_and_returns_after_its_ejection_time() {
+    // The product routes' timeout and the DestinationRules' baseEjectionTime, shortened so that
+    // the test takes seconds; consecutiveGatewayErrors (3) and maxEjectionPercent (50) as written.
+    let mut env = env_with_mesh(Config::for_test("v1", "product-v1-a"), |m| {
+        for r in m.listeners.iter_mut().flat_map(|l| &mut l.routes) {
+            if r.timeout.is_some() {
+                r.timeout = Some(Duration::from_millis(400));
+            }
+        }
+        for dr in &mut m.destination_rules {
+            let policies = std::iter::once(&mut dr.policy).chain(dr.subsets.iter_mut().map(|s| &mut s.policy));
+            for o in policies.filter_map(|p| p.outlier.as_mut()) {
+                o.base_ejection = Duration::from_secs(2);
+            }
+        }
+    })
+    .await;
+    // product-v1-a is reached through the freezer.
+    let freezer = Freezer::start(env.pods[0].handle.as_ref().expect("running").addr).await;
+    let endpoints = env.proxy.endpoints().clone();
+    endpoints.remove(env.pods[0].endpoint.id);
+    let mesh = localmesh::load(&root()).expect("manifests");
+    let v1 = mesh
+        .workloads
+        .iter()
+        .find(|w| w.key.name == "product-v1")
+        .expect("product-v1");
+    env.pods[0].endpoint = endpoints.add_pod(v1, "product-v1-a", freezer.addr);
+    let hung = env.pods[0].endpoint.id;
+    let mut client = ProductServiceClient::new(gateway_channel(&env).await);
+    let served = assert_split(&mut client, 60).await;
+    assert!(
+        served.contains("product-v1-a"),
+        "it serves before the freeze: {served:?}"
+    );
+
+    freezer.pause(true);
+    let started = std::time::Instant::now();
+    let mut failures = Vec::new();
+    while !env.proxy.ejected().contains(&hung) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never ejected; failures: {failures:?}"
+        );
+        if let Err(e) = get(&mut client, false).await {
+            failures.push(e);
+        }
+    }
+    assert_eq!(
+        failures.len(),
+        3,
+        "consecutiveGatewayErrors timeouts, then ejected: {failures:?}"
+    );
+    for e in &failures {
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        assert!(e.message().contains("upstream request timeout"), "{e:?}");
+    }
+    // While it stays frozen, every call is answered by the others.
+    let mut after = BTreeSet::new();
+    for _ in 0..40 {
+        let (_, pod) = get(&mut client, false).await.expect("the ejected pod gets no call");
+        after.insert(pod);
+    }
+    assert!(!after.contains("product-v1-a"), "{after:?}");
+    assert!(
+        env.proxy.ejected().contains(&hung),
+        "still ejected within baseEjectionTime"
+    );
+
+    // Resumed, it comes back once the ejection time has passed.
+    freezer.pause(false);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(!env.proxy.ejected().contains(&hung), "the ejection has expired");
+    let back = assert_split(&mut client, 80).await;
+    assert!(back.contains("product-v1-a"), "the resumed pod serves again: {back:?}");
+}

@@ -705,6 +705,8 @@ impl Proxy {
                     return self.local_after(ctx, Some(name), ep, Some(fa), 503, 14, msg, &flags);
                 }
                 None => {
+                    // A timeout is a gateway error for outlier detection (see OutlierOutcome::Timeout).
+                    self.record_outlier(&cluster, &policy, &eps, &ep, OutlierOutcome::Timeout);
                     let overall = deadline.is_some_and(|d| Instant::now() >= d);
                     if !overall && retries.take(&breaker, ep.id) {
                         let code = ctx.grpc.then(|| "4".to_string());
@@ -804,6 +806,21 @@ impl Proxy {
         pool.get(i).map(|e| (*e).clone())
     }
 
+    /// The endpoints outlier detection has ejected from any cluster, now.
+    pub fn ejected(&self) -> std::collections::HashSet<u64> {
+        let now = std::time::Instant::now();
+        crate::lock(&self.outliers)
+            .values()
+            .flat_map(|c| {
+                c.ids
+                    .iter()
+                    .enumerate()
+                    .filter(move |(i, _)| c.outlier.is_ejected(*i, now))
+                    .map(|(_, id)| *id)
+            })
+            .collect()
+    }
+
     fn with_outlier<R>(
         &self,
         cluster: &str,
@@ -842,10 +859,12 @@ impl Proxy {
                 return;
             };
             if let Some(e) = o.record(i, outcome, now) {
+                // `upstream_pod`, as in the access log: `pod` is the log line's own field (the
+                // process writing it).
                 tracing::warn!(
                     target: "localmesh::outlier",
                     cluster,
-                    pod = %ep.pod,
+                    upstream_pod = %ep.pod,
                     reason = ?e.reason,
                     ejected_for_ms = e.until.saturating_duration_since(now).as_millis() as u64,
                     "endpoint ejected"

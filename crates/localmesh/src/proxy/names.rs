@@ -157,12 +157,24 @@ mod tests {
             weight: 80,
         };
         let v1 = backend_names(&m, svc, &backend("v1"), 50051);
-        assert_eq!(&*v1.outbound_cluster, "outbound|50051|v1|product-service.default.svc.cluster.local");
-        assert_eq!(&*v1.inbound_operation, "product-service.default.svc.cluster.local:50051/*");
+        assert_eq!(
+            &*v1.outbound_cluster,
+            "outbound|50051|v1|product-service.default.svc.cluster.local"
+        );
+        assert_eq!(
+            &*v1.inbound_operation,
+            "product-service.default.svc.cluster.local:50051/*"
+        );
         assert_eq!(&*v1.inbound_cluster, "inbound|50051||");
-        assert!(Arc::ptr_eq(&v1, &backend_names(&m, svc, &backend("v1"), 50051)), "made once");
+        assert!(
+            Arc::ptr_eq(&v1, &backend_names(&m, svc, &backend("v1"), 50051)),
+            "made once"
+        );
         let v2 = backend_names(&m, svc, &backend("v2"), 50051);
-        assert_eq!(&*v2.outbound_cluster, "outbound|50051|v2|product-service.default.svc.cluster.local");
+        assert_eq!(
+            &*v2.outbound_cluster,
+            "outbound|50051|v2|product-service.default.svc.cluster.local"
+        );
         assert_eq!(crate::lock(&svc.span_names.0).len(), 2);
     }
 
