@@ -971,3 +971,69 @@ async fn a_hung_pod_is_ejected_by_its_timeouts_and_returns_after_its_ejection_ti
     let back = assert_split(&mut client, 80).await;
     assert!(back.contains("product-v1-a"), "the resumed pod serves again: {back:?}");
 }
+
+/// One HTTP/2 gRPC-typed POST over TLS to the gateway with the given `:path` (which need not be a
+/// path: `*`); the status, grpc-status and grpc-message.
+async fn h2_post(env: &Env, path: &str) -> (u16, Option<String>, Option<String>) {
+    let config = tls_client(env, &[b"h2"]);
+    let tcp = tokio::net::TcpStream::connect(env.gateway.addr).await.expect("tcp");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from(GATEWAY_HOST).expect("name"),
+            tcp,
+        )
+        .await
+        .expect("TLS");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    let uri = http::Uri::builder()
+        .scheme("https")
+        .authority(GATEWAY_HOST)
+        .path_and_query(path)
+        .build()
+        .expect("uri");
+    let req = http::Request::post(uri)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(hyper::body::Bytes::from_static(&[
+            0, 0, 0, 0, 0,
+        ])))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    (resp.status().as_u16(), header("grpc-status"), header("grpc-message"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_path_that_is_not_relative_is_answered_by_the_gateway_and_reaches_no_pod() {
+    // Envoy serves relative paths only: `*` (or an absolute URI) gets a local 404, which gRPC
+    // reads as UNIMPLEMENTED, before any route or upstream is tried.
+    let env = env().await;
+    let (status, grpc_status, message) = h2_post(&env, "*").await;
+    assert_eq!(status, 200, "gRPC local replies are HTTP 200");
+    assert_eq!(grpc_status.as_deref(), Some("12"), "UNIMPLEMENTED: {message:?}");
+    let message = message.unwrap_or_default();
+    assert!(message.contains("relative path"), "{message}");
+    assert!(env.proxy.ejected().is_empty(), "no pod was blamed");
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&env.proxy.registry().gather())
+        .expect("metrics");
+    let requests: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .collect();
+    assert!(
+        requests.iter().all(|l| !l.contains("reporter=\"destination\"")),
+        "no attempt reached a pod: {requests:?}"
+    );
+    assert!(
+        requests.iter().any(|l| l.contains("grpc_response_status=\"12\"")),
+        "the local 404 is counted: {requests:?}"
+    );
+    // A real call still works on a fresh connection.
+    let mut client = ProductServiceClient::new(gateway_channel(&env).await);
+    get(&mut client, false).await.expect("GetProduct");
+}

@@ -400,6 +400,15 @@ impl Proxy {
             grpc,
         };
 
+        // Envoy's connection manager serves relative paths only: a `:path` that does not start
+        // with `/` (`*`, an absolute URI) is answered 404 (gRPC: UNIMPLEMENTED) before any route
+        // or upstream is tried (envoy `source/common/http/conn_manager_impl.cc`,
+        // `ActiveStream::decodeHeaders`, details `absolute_path`).
+        if !path_q.starts_with('/') {
+            ctx.trace.describe(&info, || format!("{authority}:{path_q}").into());
+            let msg = format!("the request path {path_q:?} is not a relative path (it must start with \"/\")");
+            return self.local(ctx, None, None, 404, 12, msg, "-");
+        }
         let plan = match &hop.kind {
             HopKind::Gateway(l) => {
                 sreq.port = Some(l.port);
