@@ -37,6 +37,15 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("`{t}`: {e}"))
 }
 
+/// [`parse`], refusing zero (for limits that must bound something).
+pub fn parse_positive(text: &str) -> Result<Duration, String> {
+    let d = parse(text)?;
+    if d.is_zero() {
+        return Err(format!("`{text}` must be more than zero"));
+    }
+    Ok(d)
+}
+
 /// `5s`, `1.5s`, `250ms`: how the summary prints durations.
 pub fn show(d: Duration) -> String {
     if d.subsec_nanos() == 0 {

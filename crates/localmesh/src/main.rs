@@ -73,6 +73,8 @@ enum Command {
         /// How long every pod gets to become ready.
         #[arg(long, default_value_t = 60)]
         ready_timeout_secs: u64,
+        #[command(flatten)]
+        connections: localmesh::proxy::listen::Limits,
     },
     /// Run the documented journeys through the TLS gateway and print a pass/fail table;
     /// exits non-zero on any failure.
@@ -125,6 +127,7 @@ fn main() -> ExitCode {
             span_queue,
             tap_buffer,
             ready_timeout_secs,
+            connections,
         } => {
             let mut opts = localmesh::up::UpOptions {
                 root,
@@ -144,6 +147,7 @@ fn main() -> ExitCode {
                 span_queue,
                 tap_buffer,
                 ready_timeout: std::time::Duration::from_secs(ready_timeout_secs),
+                connections,
             };
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,

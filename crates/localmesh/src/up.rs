@@ -40,6 +40,8 @@ pub struct UpOptions {
     pub span_queue: usize,
     pub tap_buffer: usize,
     pub ready_timeout: Duration,
+    /// Every listener's connection bounds.
+    pub connections: proxy::listen::Limits,
 }
 
 async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
@@ -71,7 +73,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             (Sink::Store(store), Some((addr, task)))
         }
     };
-    let proxy = Proxy::with_options(
+    let proxy = Proxy::with_limits(
         mesh,
         endpoints.clone(),
         ObserveOptions {
@@ -79,6 +81,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             queue: opts.span_queue,
             tap_buffer: opts.tap_buffer,
         },
+        opts.connections,
     )?;
 
     let node = node_name();

@@ -206,8 +206,11 @@ async fn a_stopped_product_v1_pod_is_ejected_under_load_and_returns_when_resumed
     // clusters, each with its own outlier state, as in Envoy). Without ejection it would be a
     // few hundred, and throughput would collapse.
     assert!(s["failed"].as_u64().expect("failed") <= 30, "{s}");
+    // UNAVAILABLE for calls that timed out waiting for the stopped pod's answer; a call it was
+    // answering when it stopped is cut when the route timeout passes (the stream is reset:
+    // INTERNAL), as Envoy resets a stream whose response has started.
     let errors = s["errors"].as_object().expect("errors");
-    assert!(errors.keys().all(|k| k == "Unavailable"), "{s}");
+    assert!(errors.keys().all(|k| k == "Unavailable" || k == "Internal"), "{s}");
 
     // Resumed, it is back once its ejection time has passed.
     // SAFETY: as above.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use localmesh::identity::Identity;
 use localmesh::model::{Key, Listener, Mesh};
-use localmesh::proxy::{self, Endpoint, Endpoints, GATEWAY_HOST, LocalCa, Proxy, Running};
+use localmesh::proxy::{self, Endpoint, Endpoints, GATEWAY_HOST, LocalCa, Proxy, Running, listen};
 use product::{Config, Handle};
 use proto::order::GetOrderRequest;
 use proto::order::order_service_client::OrderServiceClient;
@@ -79,6 +79,11 @@ async fn env_with(v1_a: Config) -> Env {
 
 /// [`env_with`] over the repo's manifests as changed by `tweak`.
 async fn env_with_mesh(v1_a: Config, tweak: impl FnOnce(&mut Mesh)) -> Env {
+    env_with_limits(v1_a, tweak, listen::Limits::default()).await
+}
+
+/// [`env_with_mesh`] with the listeners' connection bounds.
+async fn env_with_limits(v1_a: Config, tweak: impl FnOnce(&mut Mesh), limits: listen::Limits) -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut mesh = localmesh::load(&root()).expect("the repo's manifests load");
     tweak(&mut mesh);
@@ -92,7 +97,7 @@ async fn env_with_mesh(v1_a: Config, tweak: impl FnOnce(&mut Mesh)) -> Env {
     let ca = proxy::ensure_local_ca(dir.path()).expect("local CA");
     let listener = https_listener(&mesh, &ca);
     let tls = proxy::server_config(&listener).expect("TLS config");
-    let proxy = Proxy::new(mesh, endpoints).expect("proxy");
+    let proxy = Proxy::with_limits(mesh, endpoints, proxy::ObserveOptions::default(), limits).expect("proxy");
     let gateway = proxy
         .serve_gateway(
             listener,
@@ -847,6 +852,17 @@ async fn requests_over_http2_max_requests_overflow_with_uo() {
 struct Freezer {
     addr: std::net::SocketAddr,
     paused: tokio::sync::watch::Sender<bool>,
+    /// Relayed connections still open (either way).
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One relayed connection, open while either direction is.
+struct Relayed(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Relayed {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Freezer {
@@ -854,24 +870,29 @@ impl Freezer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (paused, watch) = tokio::sync::watch::channel(false);
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = open.clone();
         tokio::spawn(async move {
             while let Ok((down, _)) = listener.accept().await {
                 let Ok(up) = tokio::net::TcpStream::connect(to).await else {
                     continue;
                 };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let relayed = Arc::new(Relayed(count.clone()));
                 let (dr, dw) = down.into_split();
                 let (ur, uw) = up.into_split();
-                tokio::spawn(Self::pipe(dr, uw, watch.clone()));
-                tokio::spawn(Self::pipe(ur, dw, watch.clone()));
+                tokio::spawn(Self::pipe(dr, uw, watch.clone(), relayed.clone()));
+                tokio::spawn(Self::pipe(ur, dw, watch.clone(), relayed));
             }
         });
-        Freezer { addr, paused }
+        Freezer { addr, paused, open }
     }
 
     async fn pipe(
         mut from: tokio::net::tcp::OwnedReadHalf,
         mut to: tokio::net::tcp::OwnedWriteHalf,
         mut paused: tokio::sync::watch::Receiver<bool>,
+        _relayed: Arc<Relayed>,
     ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut buf = vec![0u8; 16 * 1024];
@@ -880,7 +901,11 @@ impl Freezer {
                 return;
             }
             let n = match from.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => {
+                    // Pass the close on, so the other side closes too.
+                    let _ = to.shutdown().await;
+                    return;
+                }
                 Ok(n) => n,
             };
             if paused.wait_for(|p| !p).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
@@ -1036,4 +1061,203 @@ async fn a_path_that_is_not_relative_is_answered_by_the_gateway_and_reaches_no_p
     // A real call still works on a fresh connection.
     let mut client = ProductServiceClient::new(gateway_channel(&env).await);
     get(&mut client, false).await.expect("GetProduct");
+}
+
+/// Whether the peer closes `stream` within `within` (EOF or a reset), reading and discarding
+/// whatever it sends first.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let read_to_end = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, read_to_end).await.is_ok()
+}
+
+fn short_limits() -> listen::Limits {
+    listen::Limits {
+        tls_handshake: Duration::from_millis(400),
+        request_headers: Duration::from_millis(400),
+        idle: Duration::from_millis(800),
+        ..listen::Limits::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_and_idle_clients_are_closed_within_their_timeouts_while_others_are_served() {
+    use tokio::io::AsyncWriteExt;
+    let env = env_with_limits(Config::for_test("v1", "product-v1-a"), |_| {}, short_limits()).await;
+    let mut client = ProductServiceClient::new(gateway_channel(&env).await);
+    let connect = |addr| async move { tokio::net::TcpStream::connect(addr).await.expect("connect") };
+
+    // Bare TCP on the TLS gateway and on a plaintext sidecar listener: nothing is ever sent.
+    let mut bare_tls = connect(env.gateway.addr).await;
+    let mut bare_plain = connect(env.sidecar.addr).await;
+    // Half a TLS handshake: the first bytes of a ClientHello record, then nothing.
+    let mut half_tls = connect(env.gateway.addr).await;
+    half_tls
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00])
+        .await
+        .expect("write");
+    // Half-sent HTTP/1.1 headers: the blank line never comes.
+    let mut half_headers = connect(env.sidecar.addr).await;
+    half_headers
+        .write_all(b"GET / HTTP/1.1\r\nHost: product-service:50051\r\nX-Slow: 1\r\n")
+        .await
+        .expect("write");
+    // A client that is served meanwhile.
+    get(&mut client, false)
+        .await
+        .expect("served while slow clients hold connections");
+    for (what, stream) in [
+        ("bare TCP on the TLS gateway", &mut bare_tls),
+        ("bare TCP on a sidecar listener", &mut bare_plain),
+        ("half a TLS handshake", &mut half_tls),
+        ("half-sent HTTP/1.1 headers", &mut half_headers),
+    ] {
+        assert!(closed_within(stream, Duration::from_secs(3)).await, "{what} is closed");
+    }
+
+    // An HTTP/2 connection idle after its request is closed after the idle timeout.
+    let tcp = connect(env.sidecar.addr).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2c handshake");
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get("http://product-service:50051/")
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .expect("request");
+    let _ = sender.send_request(req).await.expect("an answer");
+    let closed = tokio::time::timeout(Duration::from_secs(3), conn).await;
+    assert!(closed.is_ok(), "the idle HTTP/2 connection is closed by the proxy");
+
+    get(&mut client, false).await.expect("the gateway still serves");
+    let (open, refused) = env.proxy.connections();
+    assert_eq!(refused, 0);
+    assert!(open >= 1, "the served client's connection is open: {open}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_stream_is_not_cut_by_the_idle_timeout() {
+    let env = env_with_limits(Config::for_test("v1", "product-v1-a"), |_| {}, short_limits()).await;
+    // 7 s of a stream with a ping a second: longer than the idle timeout (0.8 s) plus the drain
+    // a closing connection gets (5 s), so a connection closed under it would cut it.
+    let pongs = agent_sync_slowly(gateway_channel(&env).await, 7, Duration::from_secs(1)).await;
+    assert_eq!(pongs, 7, "a stream quieter than the idle timeout, but open, is kept");
+}
+
+/// AgentSync with `pings` pings sent `every` apart; the pongs received.
+async fn agent_sync_slowly(channel: Channel, pings: u64, every: Duration) -> usize {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut client = ProductServiceClient::new(channel);
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert("agent-version", "v1.3".parse().expect("ascii"));
+    req.metadata_mut()
+        .insert("agent-id", "agent-slow".parse().expect("ascii"));
+    let sender = tokio::spawn(async move {
+        for seq in 0..pings {
+            let ping = AgentPing {
+                seq,
+                message: "ping".into(),
+                sent_at: None,
+            };
+            if tx.send(ping).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+    let mut stream = client.agent_sync(req).await.expect("AgentSync").into_inner();
+    let mut pongs = 0;
+    while let Ok(Some(_)) = stream.message().await {
+        pongs += 1;
+    }
+    sender.await.expect("sender");
+    pongs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_flood_beyond_the_cap_is_refused_without_harming_connected_clients() {
+    let limits = listen::Limits {
+        max_connections: 6,
+        ..listen::Limits::default()
+    };
+    let env = env_with_limits(Config::for_test("v1", "product-v1-a"), |_| {}, limits).await;
+    let mut client = ProductServiceClient::new(gateway_channel(&env).await);
+    get(&mut client, false).await.expect("GetProduct");
+    // Five more connections that send nothing: the cap (6) is reached.
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(tokio::net::TcpStream::connect(env.gateway.addr).await.expect("connect"));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while env.proxy.connections().0 < 6 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", env.proxy.connections());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The flood: each further connection is closed at once.
+    for _ in 0..20 {
+        let mut extra = tokio::net::TcpStream::connect(env.gateway.addr).await.expect("connect");
+        assert!(
+            closed_within(&mut extra, Duration::from_secs(2)).await,
+            "over the cap: closed"
+        );
+    }
+    assert_eq!(env.proxy.connections(), (6, 20));
+    // The connected client is unharmed.
+    for _ in 0..10 {
+        get(&mut client, false).await.expect("served during the flood");
+    }
+    // The held connections go: new clients are admitted again.
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while env.proxy.connections().0 > 1 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", env.proxy.connections());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut fresh = ProductServiceClient::new(gateway_channel(&env).await);
+    get(&mut fresh, false).await.expect("a new client after the flood");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_upstream_connections_are_closed_after_the_upstream_idle_timeout() {
+    let limits = listen::Limits {
+        upstream_idle: Duration::from_millis(300),
+        ..listen::Limits::default()
+    };
+    let mut env = env_with_limits(Config::for_test("v1", "product-v1-a"), |_| {}, limits).await;
+    // product-v1-a is reached through a relay that counts its connections.
+    let relay = Freezer::start(env.pods[0].handle.as_ref().expect("running").addr).await;
+    let endpoints = env.proxy.endpoints().clone();
+    endpoints.remove(env.pods[0].endpoint.id);
+    let mesh = localmesh::load(&root()).expect("manifests");
+    let v1 = mesh
+        .workloads
+        .iter()
+        .find(|w| w.key.name == "product-v1")
+        .expect("product-v1");
+    env.pods[0].endpoint = endpoints.add_pod(v1, "product-v1-a", relay.addr);
+    let mut client = ProductServiceClient::new(gateway_channel(&env).await);
+    let served = assert_split(&mut client, 60).await;
+    assert!(served.contains("product-v1-a"), "{served:?}");
+    let pooled = relay.open.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(pooled >= 1, "a pooled connection to the pod: {pooled}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while relay.open.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle pooled connection is closed within the upstream idle timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the next call opens a new one.
+    let back = assert_split(&mut client, 60).await;
+    assert!(back.contains("product-v1-a"), "{back:?}");
 }

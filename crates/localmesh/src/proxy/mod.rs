@@ -12,6 +12,7 @@
 mod body;
 mod breaker;
 pub mod endpoints;
+pub mod listen;
 pub mod metrics;
 mod names;
 mod plaintext;
@@ -35,8 +36,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioExecutor;
 use prometheus::Registry;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -155,6 +155,8 @@ pub struct Proxy {
     counter: AtomicU64,
     /// Gateway listener port -> the local port it is served on (for redirects).
     published: Mutex<HashMap<u16, u16>>,
+    limits: listen::Limits,
+    admission: Arc<listen::Admission>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -185,6 +187,16 @@ impl Proxy {
 
     /// [`Proxy::new`] with the spans sent, and the tap bounded, as `spans` says.
     pub fn with_options(mesh: Mesh, endpoints: Arc<Endpoints>, spans: ObserveOptions) -> prometheus::Result<Arc<Self>> {
+        Self::with_limits(mesh, endpoints, spans, listen::Limits::default())
+    }
+
+    /// [`Proxy::with_options`] with its connections bounded by `limits`.
+    pub fn with_limits(
+        mesh: Mesh,
+        endpoints: Arc<Endpoints>,
+        spans: ObserveOptions,
+        limits: listen::Limits,
+    ) -> prometheus::Result<Arc<Self>> {
         let registry = Registry::new();
         let metrics = ProxyMetrics::new(&registry)?;
         let store = match &spans.sink {
@@ -202,19 +214,26 @@ impl Proxy {
                 tap: Tap::new(spans.tap_buffer),
             }),
             store,
-            h1: upstream_client(false, CONNECT_TIMEOUT),
-            h2: upstream_client(true, CONNECT_TIMEOUT),
+            h1: upstream_client(false, CONNECT_TIMEOUT, limits.upstream_idle),
+            h2: upstream_client(true, CONNECT_TIMEOUT, limits.upstream_idle),
             timed_clients: Mutex::new(HashMap::new()),
             breakers: breaker::Breakers::default(),
             outliers: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
             published: Mutex::new(HashMap::new()),
+            admission: listen::Admission::new(limits.max_connections),
+            limits,
         }))
     }
 
     /// `istio_requests_total`, `istio_request_duration_milliseconds`, `localmesh_spans_dropped_total`.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Downstream connections open now, and those closed at `--max-connections`.
+    pub fn connections(&self) -> (usize, u64) {
+        (self.admission.open(), self.admission.overflowed())
     }
 
     pub fn endpoints(&self) -> &Arc<Endpoints> {
@@ -252,6 +271,7 @@ impl Proxy {
             &listener.gateway,
             &crate::identity::replica_name(&format!("{}-istio", listener.gateway.name), &listener.gateway.name),
         ));
+        let name: Arc<str> = format!("gateway {}", listener.name).into();
         let hop = self.hop(HopKind::Gateway(Arc::new(listener)), identity);
         let proxy = self.clone();
         let task = tokio::spawn(accept_loop(tcp, move |stream, peer| {
@@ -259,17 +279,30 @@ impl Proxy {
             let proxy = proxy.clone();
             let hop = hop.clone();
             let refusal = refusal.clone();
+            let permit = proxy.admission.admit(&name);
             async move {
+                let Some(_permit) = permit else {
+                    return;
+                };
                 let Some(acceptor) = acceptor else {
                     return proxy.serve_connection(hop, stream, peer).await;
                 };
-                if plaintext::starts_in_plaintext(&stream).await {
-                    tracing::debug!("plaintext on the TLS gateway; answered with the reason");
-                    return plaintext::refuse(stream, refusal).await;
-                }
-                match acceptor.accept(stream).await {
-                    Ok(tls) => proxy.serve_connection(hop, tls, peer).await,
-                    Err(e) => tracing::debug!(error = %e, "gateway TLS handshake failed"),
+                // The plaintext check and the handshake, bounded: a client that sends nothing or
+                // half a ClientHello is closed.
+                let handshake = async {
+                    if plaintext::starts_in_plaintext(&stream).await {
+                        return Err(stream);
+                    }
+                    Ok(acceptor.accept(stream).await)
+                };
+                match tokio::time::timeout(proxy.limits.tls_handshake, handshake).await {
+                    Err(_) => tracing::debug!("gateway TLS handshake timed out (--tls-handshake-timeout)"),
+                    Ok(Err(stream)) => {
+                        tracing::debug!("plaintext on the TLS gateway; answered with the reason");
+                        plaintext::refuse(stream, refusal).await;
+                    }
+                    Ok(Ok(Ok(tls))) => proxy.serve_connection(hop, tls, peer).await,
+                    Ok(Ok(Err(e))) => tracing::debug!(error = %e, "gateway TLS handshake failed"),
                 }
             }
         }));
@@ -306,7 +339,13 @@ impl Proxy {
         let addr = tcp.local_addr()?;
         let proxy = self.clone();
         let task = tokio::spawn(accept_loop(tcp, move |stream, peer| {
-            proxy.clone().serve_connection(hop.clone(), stream, peer)
+            let permit = proxy.admission.admit("sidecar");
+            let serve = proxy.clone().serve_connection(hop.clone(), stream, peer);
+            async move {
+                if let Some(_permit) = permit {
+                    serve.await;
+                }
+            }
         }));
         Ok(Running { addr, task })
     }
@@ -315,17 +354,19 @@ impl Proxy {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let svc = hyper::service::service_fn(move |req| {
-            let proxy = self.clone();
-            let hop = hop.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(hop, peer.ip(), req).await) }
-        });
-        if let Err(e) = auto::Builder::new(TokioExecutor::new())
-            .serve_connection(TokioIo::new(io), svc)
-            .await
-        {
-            tracing::debug!(error = %e, "downstream connection ended with an error");
-        }
+        let limits = self.limits;
+        listen::serve(io, limits, move |activity| {
+            hyper::service::service_fn(move |req| {
+                let proxy = self.clone();
+                let hop = hop.clone();
+                let in_progress = activity.begin();
+                async move {
+                    let resp = proxy.handle(hop, peer.ip(), req).await;
+                    Ok::<_, Infallible>(resp.map(|b| listen::Tracked::new(b, in_progress)))
+                }
+            })
+        })
+        .await;
     }
 
     async fn handle(self: Arc<Self>, hop: Hop, peer: IpAddr, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -779,7 +820,7 @@ impl Proxy {
             None => if http2 { &self.h2 } else { &self.h1 }.clone(),
             Some(t) => crate::lock(&self.timed_clients)
                 .entry((http2, t))
-                .or_insert_with(|| upstream_client(http2, t))
+                .or_insert_with(|| upstream_client(http2, t, self.limits.upstream_idle))
                 .clone(),
         }
     }
@@ -994,11 +1035,17 @@ impl Proxy {
     }
 }
 
-fn upstream_client(http2: bool, connect_timeout: Duration) -> Client<HttpConnector, ProxyBody> {
+/// A pooled upstream client. Its pool needs a timer to close idle connections at all: without
+/// one, hyper-util keeps them until the peer goes.
+fn upstream_client(http2: bool, connect_timeout: Duration, idle: Duration) -> Client<HttpConnector, ProxyBody> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));
-    Client::builder(TokioExecutor::new()).http2_only(http2).build(connector)
+    Client::builder(TokioExecutor::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .pool_idle_timeout(idle)
+        .http2_only(http2)
+        .build(connector)
 }
 
 /// One request's retry state: the endpoints tried, the retries left (none for a streamed body),

@@ -1,0 +1,334 @@
+//! Downstream connections, bounded as an edge Envoy bounds them: a cap on open connections, a TLS
+//! handshake timeout, a request-headers timeout, and an idle timeout for connections with no
+//! request in progress. Without these a slow or idle client holds a socket (and its memory) for
+//! ever, and enough of them take every file descriptor.
+//!
+//! Envoy's names and defaults (`HttpConnectionManager`): `common_http_protocol_options.idle_timeout`
+//! is 1 hour for downstream connections and is counted only while no stream is active;
+//! `request_headers_timeout` has no default (its edge guide recommends bounding it);
+//! `listener_filters_timeout` (the TLS inspector's wait for a ClientHello) is 15 s; a listener's
+//! or the overload manager's `max_connections` closes the connections beyond it
+//! (`downstream_cx_overflow`). Upstream, Istio's `connectionPool.http.idleTimeout` defaults to
+//! 1 hour: pooled connections idle that long are closed.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use clap::builder::TypedValueParser as _;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::service::Service;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+/// How long a connection that was asked to close may take to finish what it is doing (Envoy's
+/// `drain_timeout` default is 5 s).
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// The bounds every listener of `localmesh up` applies (one set for the gateway and sidecars).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct Limits {
+    /// A TLS client must finish its handshake within this, e.g. 10s (Envoy's TLS inspector waits
+    /// 15 s for a ClientHello).
+    #[arg(long = "tls-handshake-timeout", default_value = "10s", value_parser = crate::duration::parse_positive)]
+    pub tls_handshake: Duration,
+    /// A new connection (after its TLS handshake) must complete its first request's headers
+    /// within this, and an HTTP/1.1 connection each request's headers, e.g. 10s.
+    #[arg(long = "request-headers-timeout", default_value = "10s", value_parser = crate::duration::parse_positive)]
+    pub request_headers: Duration,
+    /// A downstream connection with no request in progress for this long is closed (Envoy's
+    /// `idle_timeout`, 1 hour), e.g. 1h.
+    #[arg(long = "idle-timeout", default_value = "1h", value_parser = crate::duration::parse_positive)]
+    pub idle: Duration,
+    /// Downstream connections open at once, over every listener; beyond it new ones are closed at
+    /// once. Default: half the process's file-descriptor limit (each proxied request may need an
+    /// upstream socket too), at most 10000.
+    #[arg(long = "max-connections", default_value_t = default_max_connections(), value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
+    pub max_connections: usize,
+    /// A pooled upstream connection idle this long is closed (Istio's
+    /// `connectionPool.http.idleTimeout`, 1 hour), e.g. 1h.
+    #[arg(long = "upstream-idle-timeout", default_value = "1h", value_parser = crate::duration::parse_positive)]
+    pub upstream_idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            tls_handshake: Duration::from_secs(10),
+            request_headers: Duration::from_secs(10),
+            idle: Duration::from_secs(3600),
+            max_connections: default_max_connections(),
+            upstream_idle: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Half the soft `RLIMIT_NOFILE`, between 64 and 10000.
+pub fn default_max_connections() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    };
+    usize::try_from(soft / 2).unwrap_or(10_000).clamp(64, 10_000)
+}
+
+/// The open downstream connections of one proxy, against [`Limits::max_connections`].
+#[derive(Debug)]
+pub struct Admission {
+    open: AtomicUsize,
+    max: usize,
+    /// When the cap was last logged (the log line is rate-limited to one a second).
+    warned: Mutex<Option<Instant>>,
+    overflowed: AtomicU64,
+}
+
+/// One admitted connection; dropping it frees its place.
+#[derive(Debug)]
+pub struct Permit(Arc<Admission>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Admission {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Admission {
+            open: AtomicUsize::new(0),
+            max: max.max(1),
+            warned: Mutex::new(None),
+            overflowed: AtomicU64::new(0),
+        })
+    }
+
+    /// A place for a new connection, or `None` at the cap (the caller closes it).
+    pub fn admit(self: &Arc<Self>, listener: &str) -> Option<Permit> {
+        let prev = self.open.fetch_add(1, Ordering::AcqRel);
+        if prev < self.max {
+            return Some(Permit(self.clone()));
+        }
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        let refused = self.overflowed.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut warned = crate::lock(&self.warned);
+        if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            *warned = Some(Instant::now());
+            tracing::warn!(
+                listener,
+                max_connections = self.max,
+                refused_total = refused,
+                "connection cap reached: new connections are closed (--max-connections)"
+            );
+        }
+        None
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Connections closed at the cap since the start.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed.load(Ordering::Relaxed)
+    }
+}
+
+/// A connection's requests in progress, and since when it has had none.
+#[derive(Debug)]
+pub struct Activity {
+    active: AtomicUsize,
+    /// Requests whose headers were complete (0: still waiting for the first).
+    seen: AtomicU64,
+    started: Instant,
+    /// Milliseconds after `started` when the last request ended.
+    idle_since_ms: AtomicU64,
+}
+
+/// A request in progress; it ends when its response body is done (or dropped).
+#[derive(Debug)]
+pub struct InProgress(Arc<Activity>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        let ms = u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.idle_since_ms.store(ms, Ordering::Release);
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            active: AtomicUsize::new(0),
+            seen: AtomicU64::new(0),
+            started: Instant::now(),
+            idle_since_ms: AtomicU64::new(0),
+        })
+    }
+
+    pub fn begin(self: &Arc<Self>) -> InProgress {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        self.seen.fetch_add(1, Ordering::Relaxed);
+        InProgress(self.clone())
+    }
+
+    /// How long the connection has had nothing in progress, and the bound that applies: the
+    /// request-headers timeout until a first request arrived, then the idle timeout.
+    fn idle(&self, limits: &Limits) -> Option<(Duration, Duration)> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+        let idle = self.started.elapsed().saturating_sub(since);
+        let bound = if self.seen.load(Ordering::Relaxed) == 0 {
+            limits.request_headers
+        } else {
+            limits.idle
+        };
+        Some((idle, bound))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request [`InProgress`] until it ends.
+    pub struct Tracked<B> {
+        #[pin]
+        inner: B,
+        guard: Option<InProgress>,
+    }
+}
+
+impl<B> Tracked<B> {
+    pub fn new(inner: B, guard: InProgress) -> Self {
+        Tracked {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl<B: Body> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let out = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) = out {
+            this.guard.take();
+        }
+        out
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on `io` with `make`'s service (given the connection's
+/// [`Activity`]), closing the connection gracefully when it has had no request in progress for
+/// the bound that applies, and at once if it does not finish within [`DRAIN`] after that.
+pub async fn serve<I, S, B>(io: I, limits: Limits, make: impl FnOnce(Arc<Activity>) -> S)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let activity = Activity::new();
+    let service = make(activity.clone());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_headers);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    // Checked a few times per bound, at most once a second.
+    let tick = (limits.request_headers.min(limits.idle) / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "downstream connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep(tick) => {
+                let Some((idle, bound)) = activity.idle(&limits) else { continue };
+                if idle < bound {
+                    continue;
+                }
+                tracing::debug!(idle_ms = idle.as_millis() as u64, "closing an idle downstream connection");
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(DRAIN, conn.as_mut()).await;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_admits_up_to_max_and_frees_on_drop() {
+        let a = Admission::new(2);
+        let p1 = a.admit("test").expect("first");
+        let _p2 = a.admit("test").expect("second");
+        assert!(a.admit("test").is_none(), "the third is over the cap");
+        assert_eq!((a.open(), a.overflowed()), (2, 1));
+        drop(p1);
+        assert!(a.admit("test").is_some(), "a place came free");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_idle_only_with_nothing_in_progress() {
+        let limits = Limits {
+            request_headers: Duration::from_secs(2),
+            idle: Duration::from_secs(60),
+            ..Limits::default()
+        };
+        let a = Activity::new();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let (idle, bound) = a.idle(&limits).expect("nothing in progress");
+        assert_eq!(
+            (idle, bound),
+            (Duration::from_secs(1), Duration::from_secs(2)),
+            "first request pending"
+        );
+        let r = a.begin();
+        tokio::time::advance(Duration::from_secs(120)).await;
+        assert!(a.idle(&limits).is_none(), "a long request is not idleness");
+        drop(r);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (idle, bound) = a.idle(&limits).expect("idle again");
+        assert_eq!((idle, bound), (Duration::from_secs(5), Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn the_default_cap_follows_the_file_limit() {
+        let n = default_max_connections();
+        assert!((64..=10_000).contains(&n), "{n}");
+    }
+}
