@@ -1234,10 +1234,21 @@ fn sidecar_reply_is_retriable(policy: &RetryPolicy, grpc: bool) -> bool {
     }
 }
 
-/// An HTTP/2 stream refused by the peer (REFUSED_STREAM, or GOAWAY before it was processed).
-fn is_refused(e: &hyper_util::client::legacy::Error) -> bool {
-    let text = format!("{e:?}");
-    text.contains("REFUSED_STREAM") || text.contains("GoAway") || text.contains("Canceled")
+/// A request the pod never processed, so safe to send again: an HTTP/2 stream reset with
+/// REFUSED_STREAM or cut by a GOAWAY, or a request the client dropped before sending it (the
+/// connection was closing). Read from the typed errors in the chain, never from their text.
+fn is_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src = Some(e);
+    while let Some(s) = src {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM) || h2.is_go_away();
+        }
+        if s.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled) {
+            return true;
+        }
+        src = s.source();
+    }
+    false
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -1350,6 +1361,38 @@ fn rand_percent() -> f64 {
 
 #[cfg(test)]
 mod tests {
+
+    /// An error whose cause is `source` (as hyper's errors wrap h2's).
+    #[derive(Debug)]
+    struct Wrapped(&'static str, Option<Box<dyn std::error::Error + Send + Sync>>);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn refused_streams_are_read_from_the_http2_error_type() {
+        let h2 = |r: h2::Reason| Wrapped("client error (SendRequest)", Some(Box::new(h2::Error::from(r))));
+        assert!(is_refused(&h2(h2::Reason::REFUSED_STREAM)));
+        assert!(!is_refused(&h2(h2::Reason::CANCEL)), "a reset after processing began");
+        assert!(!is_refused(&h2(h2::Reason::INTERNAL_ERROR)));
+        // Text is not a type: a message that merely mentions it is not a refusal.
+        let lookalike = Wrapped("upstream said REFUSED_STREAM GoAway Canceled", None);
+        assert!(!is_refused(&lookalike));
+        let io = Wrapped(
+            "connection reset",
+            Some(Box::new(std::io::Error::other("reset by peer"))),
+        );
+        assert!(!is_refused(&io));
+    }
     use super::*;
 
     #[test]
