@@ -9,6 +9,25 @@ mod common;
 
 use common::Up;
 
+/// `localmesh load --json` through `up`'s gateway for `duration` (8 calls at a time), running
+/// while the test goes on; its output when it ends.
+fn load_in_background(
+    up: &Up,
+    root: &std::path::Path,
+    duration: &str,
+) -> tokio::task::JoinHandle<std::io::Result<std::process::Output>> {
+    let load = Command::new(env!("CARGO_BIN_EXE_localmesh"))
+        .args(["load", "--target", &format!("127.0.0.1:{}", up.gateway)])
+        .arg("--cacert")
+        .arg(root.join("gateway/certs/ca.crt"))
+        .args(["--duration", duration, "--concurrency", "8", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("localmesh load starts");
+    tokio::task::spawn_blocking(move || load.wait_with_output())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_survives_a_killed_product_v1_pod_and_keeps_the_split() {
     let root = common::root();
@@ -21,16 +40,7 @@ async fn load_survives_a_killed_product_v1_pod_and_keeps_the_split() {
         .cloned()
         .unwrap_or_else(|| panic!("a product-v1 pod among {:?}", up.pods));
 
-    let load = Command::new(env!("CARGO_BIN_EXE_localmesh"))
-        .args(["load", "--target", &format!("127.0.0.1:{}", up.gateway)])
-        .arg("--cacert")
-        .arg(root.join("gateway/certs/ca.crt"))
-        .args(["--duration", "6s", "--concurrency", "8", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("localmesh load starts");
-    let load = tokio::task::spawn_blocking(move || load.wait_with_output());
+    let load = load_in_background(&up, &root, "6s");
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     // SAFETY: SIGKILL to a product-v1 child of the localmesh this test started.
@@ -140,16 +150,7 @@ async fn a_stopped_product_v1_pod_is_ejected_under_load_and_returns_when_resumed
         .unwrap_or_else(|| panic!("a product-v1 pod among {:?}", up.pods));
     assert_eq!(health_of(up.admin, &victim).await, "healthy");
 
-    let load = Command::new(env!("CARGO_BIN_EXE_localmesh"))
-        .args(["load", "--target", &format!("127.0.0.1:{}", up.gateway)])
-        .arg("--cacert")
-        .arg(root.join("gateway/certs/ca.crt"))
-        .args(["--duration", "8s", "--concurrency", "8", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("localmesh load starts");
-    let load = tokio::task::spawn_blocking(move || load.wait_with_output());
+    let load = load_in_background(&up, &root, "8s");
     tokio::time::sleep(Duration::from_secs(1)).await;
     // SAFETY: SIGSTOP to a product-v1 child of the localmesh this test started (resumed below).
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "stop {victim}");

@@ -919,6 +919,21 @@ impl Freezer {
     }
 }
 
+/// Puts product-v1-a behind a [`Freezer`]: its endpoint now points at the relay.
+async fn behind_relay(env: &mut Env) -> Freezer {
+    let relay = Freezer::start(env.pods[0].handle.as_ref().expect("running").addr).await;
+    let endpoints = env.proxy.endpoints().clone();
+    endpoints.remove(env.pods[0].endpoint.id);
+    let mesh = env.proxy.mesh();
+    let v1 = mesh
+        .workloads
+        .iter()
+        .find(|w| w.key.name == "product-v1")
+        .expect("product-v1");
+    env.pods[0].endpoint = endpoints.add_pod(v1, "product-v1-a", relay.addr);
+    relay
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hung_pod_is_ejected_by_its_timeouts_and_returns_after_its_ejection_time() {
     // The product routes' timeout and the DestinationRules' baseEjectionTime, shortened so that
@@ -937,17 +952,7 @@ async fn a_hung_pod_is_ejected_by_its_timeouts_and_returns_after_its_ejection_ti
         }
     })
     .await;
-    // product-v1-a is reached through the freezer.
-    let freezer = Freezer::start(env.pods[0].handle.as_ref().expect("running").addr).await;
-    let endpoints = env.proxy.endpoints().clone();
-    endpoints.remove(env.pods[0].endpoint.id);
-    let mesh = localmesh::load(&root()).expect("manifests");
-    let v1 = mesh
-        .workloads
-        .iter()
-        .find(|w| w.key.name == "product-v1")
-        .expect("product-v1");
-    env.pods[0].endpoint = endpoints.add_pod(v1, "product-v1-a", freezer.addr);
+    let freezer = behind_relay(&mut env).await;
     let hung = env.pods[0].endpoint.id;
     let mut client = ProductServiceClient::new(gateway_channel(&env).await);
     let served = assert_split(&mut client, 60).await;
@@ -1233,17 +1238,7 @@ async fn idle_upstream_connections_are_closed_after_the_upstream_idle_timeout() 
         ..listen::Limits::default()
     };
     let mut env = env_with_limits(Config::for_test("v1", "product-v1-a"), |_| {}, limits).await;
-    // product-v1-a is reached through a relay that counts its connections.
-    let relay = Freezer::start(env.pods[0].handle.as_ref().expect("running").addr).await;
-    let endpoints = env.proxy.endpoints().clone();
-    endpoints.remove(env.pods[0].endpoint.id);
-    let mesh = localmesh::load(&root()).expect("manifests");
-    let v1 = mesh
-        .workloads
-        .iter()
-        .find(|w| w.key.name == "product-v1")
-        .expect("product-v1");
-    env.pods[0].endpoint = endpoints.add_pod(v1, "product-v1-a", relay.addr);
+    let relay = behind_relay(&mut env).await;
     let mut client = ProductServiceClient::new(gateway_channel(&env).await);
     let served = assert_split(&mut client, 60).await;
     assert!(served.contains("product-v1-a"), "{served:?}");
