@@ -582,18 +582,23 @@ fn tls_client(env: &Env, alpn: &[&[u8]]) -> rustls::ClientConfig {
     config
 }
 
-/// One HTTP/1.1 request over TLS (ALPN http/1.1) to the gateway with the given Host.
-async fn https_get(env: &Env, host: &str, path: &str) -> (http::StatusCode, http::HeaderMap, String) {
-    use http_body_util::BodyExt;
-    let config = tls_client(env, &[b"http/1.1"]);
+/// A TLS connection to the gateway offering one ALPN protocol.
+async fn tls_to_gateway(env: &Env, alpn: &[u8]) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let config = tls_client(env, &[alpn]);
     let tcp = tokio::net::TcpStream::connect(env.gateway.addr).await.expect("tcp");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(
             rustls::pki_types::ServerName::try_from(GATEWAY_HOST).expect("name"),
             tcp,
         )
         .await
-        .expect("TLS");
+        .expect("TLS")
+}
+
+/// One HTTP/1.1 request over TLS (ALPN http/1.1) to the gateway with the given Host.
+async fn https_get(env: &Env, host: &str, path: &str) -> (http::StatusCode, http::HeaderMap, String) {
+    use http_body_util::BodyExt;
+    let tls = tls_to_gateway(env, b"http/1.1").await;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
         .await
         .expect("HTTP/1.1 handshake");
@@ -1005,15 +1010,7 @@ async fn a_hung_pod_is_ejected_by_its_timeouts_and_returns_after_its_ejection_ti
 /// One HTTP/2 gRPC-typed POST over TLS to the gateway with the given `:path` (which need not be a
 /// path: `*`); the status, grpc-status and grpc-message.
 async fn h2_post(env: &Env, path: &str) -> (u16, Option<String>, Option<String>) {
-    let config = tls_client(env, &[b"h2"]);
-    let tcp = tokio::net::TcpStream::connect(env.gateway.addr).await.expect("tcp");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(
-            rustls::pki_types::ServerName::try_from(GATEWAY_HOST).expect("name"),
-            tcp,
-        )
-        .await
-        .expect("TLS");
+    let tls = tls_to_gateway(env, b"h2").await;
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
             .await
