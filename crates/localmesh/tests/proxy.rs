@@ -597,16 +597,32 @@ async fn tls_to_gateway(env: &Env, alpn: &[u8]) -> tokio_rustls::client::TlsStre
 
 /// One HTTP/1.1 request over TLS (ALPN http/1.1) to the gateway with the given Host.
 async fn https_get(env: &Env, host: &str, path: &str) -> (http::StatusCode, http::HeaderMap, String) {
+    https_get_with(env, host, path, &[]).await
+}
+
+/// [`https_get`] with more request headers.
+async fn https_get_with(
+    env: &Env,
+    host: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> (http::StatusCode, http::HeaderMap, String) {
     use http_body_util::BodyExt;
     let tls = tls_to_gateway(env, b"http/1.1").await;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
         .await
         .expect("HTTP/1.1 handshake");
     tokio::spawn(conn);
-    let req = http::Request::get(path)
+    let mut req = http::Request::get(path)
         .header("host", host)
         .body(http_body_util::Empty::<hyper::body::Bytes>::new())
         .expect("request");
+    for (k, v) in extra {
+        req.headers_mut().append(
+            http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+            http::HeaderValue::from_str(v).expect("value"),
+        );
+    }
     let resp = sender.send_request(req).await.expect("response");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
@@ -1252,4 +1268,74 @@ async fn idle_upstream_connections_are_closed_after_the_upstream_idle_timeout() 
     // And the next call opens a new one.
     let back = assert_split(&mut client, 60).await;
     assert!(back.contains("product-v1-a"), "{back:?}");
+}
+
+/// An HTTP/1.1 pod that answers with the request headers it received, one `name: value` a line.
+async fn echo_pod() -> std::net::SocketAddr {
+    use hyper::body::Incoming;
+    use hyper_util::rt::TokioIo;
+    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = tcp.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = tcp.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| async move {
+                    let body: String = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("?")))
+                        .collect();
+                    http::Response::builder().body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_gateway_sanitises_what_an_external_client_sends_as_an_edge_envoy_does() {
+    let env = env().await;
+    let frontend = env
+        .proxy
+        .mesh()
+        .workloads
+        .iter()
+        .find(|w| w.key.name == "frontend")
+        .expect("frontend workload")
+        .clone();
+    env.proxy
+        .endpoints()
+        .add_pod(&frontend, "frontend-echo", echo_pod().await);
+    let sent = [
+        ("x-envoy-max-retries", "5"),
+        ("x-envoy-retry-on", "5xx"),
+        ("x-envoy-upstream-rq-timeout-ms", "1"),
+        ("x-envoy-upstream-rq-per-try-timeout-ms", "1"),
+        ("x-envoy-internal", "true"),
+        ("x-envoy-force-trace", "1"),
+        ("x-envoy-decorator-operation", "spoofed"),
+        ("x-envoy-downstream-service-cluster", "spoofed"),
+        ("x-envoy-expected-rq-timeout-ms", "1"),
+        ("x-forwarded-client-cert", "By=spoofed"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-forwarded-proto", "http"),
+        ("x-request-id", "chosen-by-the-client"),
+        ("x-custom", "kept"),
+    ];
+    let (status, _, body) = https_get_with(&env, GATEWAY_HOST, "/", &sent).await;
+    assert_eq!(status, 200, "{body}");
+    let seen: BTreeMap<&str, &str> = body.lines().filter_map(|l| l.split_once(": ")).collect();
+    for (name, _) in &sent[..10] {
+        assert!(!seen.contains_key(name), "{name} from outside reached the pod: {body}");
+    }
+    assert_eq!(seen.get("x-forwarded-for"), Some(&"203.0.113.7,127.0.0.1"), "{body}");
+    assert_eq!(seen.get("x-forwarded-proto"), Some(&"https"), "{body}");
+    let id = seen.get("x-request-id").expect("an x-request-id");
+    assert_ne!(*id, "chosen-by-the-client", "an external request id is replaced");
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    assert_eq!(seen.get("x-custom"), Some(&"kept"));
 }

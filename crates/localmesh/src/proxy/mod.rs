@@ -11,6 +11,7 @@
 
 mod body;
 mod breaker;
+mod edge;
 pub mod endpoints;
 pub mod listen;
 pub mod metrics;
@@ -372,7 +373,10 @@ impl Proxy {
     async fn handle(self: Arc<Self>, hop: Hop, peer: IpAddr, req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
         let mesh = self.mesh.clone();
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        if let HopKind::Gateway(l) = &hop.kind {
+            edge::sanitize_external(&mut parts.headers, peer, l.tls.is_some());
+        }
         let authority = match &hop.kind {
             HopKind::Sidecar(Some(host)) => host.to_string(),
             _ => parts
@@ -1160,12 +1164,6 @@ fn upstream_request(
     }
     if ctx.grpc || parts.headers.get(header::TE).is_some_and(|t| t == "trailers") {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    if ctx.hop == "gateway" {
-        headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static("https"),
-        );
     }
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         headers.insert(HeaderName::from_static("x-request-id"), v);
