@@ -1339,3 +1339,51 @@ async fn the_gateway_sanitises_what_an_external_client_sends_as_an_edge_envoy_do
     assert_eq!(id.len(), 36, "a UUID: {id}");
     assert_eq!(seen.get("x-custom"), Some(&"kept"));
 }
+
+/// Calls GetProduct through the sidecar with product-v1-a frozen, the product routes' per-try
+/// timeout at 300 ms and their `retryOn` extended by `extra`: the failures, and whether each came
+/// within one per-try timeout (no retry) of its call.
+async fn calls_to_a_frozen_pod(extra: &[localmesh::model::RetryOn]) -> Vec<(tonic::Status, Duration)> {
+    let extra = extra.to_vec();
+    let mut env = env_with_mesh(Config::for_test("v1", "product-v1-a"), move |m| {
+        for vs in &mut m.virtual_services {
+            for r in vs.routes.iter_mut().filter(|r| r.retry.per_try_timeout.is_some()) {
+                r.retry.per_try_timeout = Some(Duration::from_millis(300));
+                r.retry.retry_on.extend(extra.iter().cloned());
+            }
+        }
+    })
+    .await;
+    let freezer = behind_relay(&mut env).await;
+    freezer.pause(true);
+    let mut client = ProductServiceClient::new(sidecar_channel(&env).await);
+    let mut failures = Vec::new();
+    // Until the pod is ejected (3 gateway errors) or 40 calls.
+    for _ in 0..40 {
+        let started = std::time::Instant::now();
+        if let Err(e) = get(&mut client, false).await {
+            failures.push((e, started.elapsed()));
+        }
+    }
+    failures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_per_try_timeout_is_retried_only_where_retry_on_says_so() {
+    // product-vs retries connect-failure, refused-stream, unavailable, cancelled: not a per-try
+    // timeout (Envoy retries those on 5xx, gateway-error or reset). The calls the frozen pod
+    // takes fail after one per-try timeout, until it is ejected.
+    let failures = calls_to_a_frozen_pod(&[]).await;
+    assert!(
+        !failures.is_empty() && failures.len() <= 3,
+        "1 to consecutiveGatewayErrors calls fail: {failures:?}"
+    );
+    for (e, took) in &failures {
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        assert!(e.message().contains("upstream request timeout"), "{e:?}");
+        assert!(*took < Duration::from_millis(550), "one attempt, not retried: {took:?}");
+    }
+    // With `reset` added, each such call is retried on another pod: none fails.
+    let failures = calls_to_a_frozen_pod(&[localmesh::model::RetryOn::Reset]).await;
+    assert!(failures.is_empty(), "{failures:?}");
+}

@@ -19,6 +19,7 @@ mod names;
 mod plaintext;
 mod record;
 mod redirect;
+mod retry;
 mod spans;
 pub mod tls;
 
@@ -47,13 +48,13 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::identity::Identity;
 use crate::model::{
-    AbortStatus, Backend, Fault, Listener, Mesh, ProxyTracing, Redirect, RetryOn, RetryPolicy, RouteAction,
-    TrafficPolicy,
+    AbortStatus, Backend, Fault, Listener, Mesh, ProxyTracing, Redirect, RetryPolicy, RouteAction, TrafficPolicy,
 };
 use crate::outlier::{Outcome as OutlierOutcome, Outlier};
 use crate::select;
 use crate::tap::Tap;
 use crate::trace::{self, Sink, Tracer, store::Store};
+use retry::AttemptEnd;
 
 pub use crate::identity::GATEWAY_WORKLOAD;
 use body::{Observed, Prefixed, Replay};
@@ -684,7 +685,8 @@ impl Proxy {
                         _ => OutlierOutcome::Http(status),
                     };
                     self.record_outlier(&cluster, &policy, &eps, &ep, outcome);
-                    let retriable = retriable_response(&plan.retry, ctx.grpc, status, grpc_status);
+                    let retriable =
+                        retry::should_retry(&plan.retry, ctx.grpc, AttemptEnd::Response { status, grpc_status });
                     if retriable && retries.take(&breaker, ep.id) {
                         tracing::debug!(pod = %ep.pod, status, ?grpc_status, "retrying");
                         let code = grpc_status.map(|c| c.to_string());
@@ -726,15 +728,14 @@ impl Proxy {
                     self.record_outlier(&cluster, &policy, &eps, &ep, OutlierOutcome::ConnectFailure);
                     let connect = e.is_connect();
                     let refused = !connect && is_refused(&e);
-                    let reset = !connect && !refused;
-                    let retriable = (connect && plan.retry.retries_on(RetryOn::ConnectFailure))
-                        || (refused && plan.retry.retries_on(RetryOn::RefusedStream))
-                        || ((refused || reset)
-                            && (plan.retry.retries_on(RetryOn::Reset) || plan.retry.retries_on(RetryOn::FiveXx)))
-                        // In a cluster the pod's own sidecar outlives a crashed app and answers the
-                        // reset with a 503 (gRPC: UNAVAILABLE, HTTP 200), which the caller's
-                        // `unavailable` / `retriable-status-codes` tokens retry.
-                        || (reset && sidecar_reply_is_retriable(&plan.retry, ctx.grpc));
+                    let end = if connect {
+                        AttemptEnd::ConnectFailure
+                    } else if refused {
+                        AttemptEnd::Refused
+                    } else {
+                        AttemptEnd::Reset
+                    };
+                    let retriable = retry::should_retry(&plan.retry, ctx.grpc, end);
                     // A connect failure never reached the pod's sidecar: no inbound span or report.
                     let reached = (!connect).then(|| inbound_for(&ep)).flatten();
                     if retriable && retries.take(&breaker, ep.id) {
@@ -762,7 +763,8 @@ impl Proxy {
                     // A timeout is a gateway error for outlier detection (see OutlierOutcome::Timeout).
                     self.record_outlier(&cluster, &policy, &eps, &ep, OutlierOutcome::Timeout);
                     let overall = deadline.is_some_and(|d| Instant::now() >= d);
-                    if !overall && retries.take(&breaker, ep.id) {
+                    let retriable = !overall && retry::should_retry(&plan.retry, ctx.grpc, AttemptEnd::PerTryTimeout);
+                    if retriable && retries.take(&breaker, ep.id) {
                         let code = ctx.grpc.then(|| "4".to_string());
                         let bytes = request_bytes(&counter);
                         self.retried_attempt(&mut ctx, &name, &ep, attempt, inbound_for(&ep), 504, code, "UT", bytes);
@@ -1205,33 +1207,6 @@ fn header_str<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Whether a response is worth another attempt under `policy` (gRPC status tokens, 5xx, codes).
-fn retriable_response(policy: &RetryPolicy, grpc: bool, status: u16, grpc_status: Option<i32>) -> bool {
-    if grpc
-        && let Some(name) = grpc_status.and_then(grpc_name)
-        && policy.retry_on.iter().any(|r| r.grpc_code() == Some(name))
-    {
-        return true;
-    }
-    policy.retry_on.iter().any(|r| match r {
-        RetryOn::FiveXx => status >= 500,
-        RetryOn::GatewayError => matches!(status, 502..=504),
-        RetryOn::Retriable4xx => status == 409,
-        RetryOn::Status(s) => *s == status,
-        _ => false,
-    })
-}
-
-/// Whether the reply a destination sidecar gives for a reset by its app (503 UC; for gRPC a
-/// trailers-only UNAVAILABLE) is retried under `policy`.
-fn sidecar_reply_is_retriable(policy: &RetryPolicy, grpc: bool) -> bool {
-    if grpc {
-        retriable_response(policy, true, 200, Some(14))
-    } else {
-        retriable_response(policy, false, 503, None)
-    }
-}
-
 /// A request the pod never processed, so safe to send again: an HTTP/2 stream reset with
 /// REFUSED_STREAM or cut by a GOAWAY, or a request the client dropped before sending it (the
 /// connection was closing). Read from the typed errors in the chain, never from their text.
@@ -1400,24 +1375,8 @@ mod tests {
     }
 
     #[test]
-    fn grpc_retry_tokens_match_trailers_only_statuses() {
-        let p = RetryPolicy::mesh_default();
-        assert!(retriable_response(&p, true, 200, Some(14)));
-        assert!(retriable_response(&p, true, 200, Some(1)));
-        assert!(!retriable_response(&p, true, 200, Some(5)));
-        assert!(retriable_response(&p, false, 503, None));
-        assert!(!retriable_response(&RetryPolicy::none(), true, 200, Some(14)));
+    fn http_statuses_map_to_grpc_codes() {
         assert_eq!(grpc_code("unavailable"), 14);
-
-        // A reset by the app: retried where the policy retries its sidecar's 503 / UNAVAILABLE.
-        assert!(sidecar_reply_is_retriable(&p, true));
-        assert!(sidecar_reply_is_retriable(&p, false));
-        let post_safe = RetryPolicy {
-            retry_on: vec![RetryOn::ConnectFailure, RetryOn::RefusedStream],
-            ..RetryPolicy::mesh_default()
-        };
-        assert!(!sidecar_reply_is_retriable(&post_safe, true));
-        assert!(!sidecar_reply_is_retriable(&post_safe, false));
         assert_eq!(http_to_grpc(404), 12);
     }
 }
