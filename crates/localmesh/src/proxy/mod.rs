@@ -19,6 +19,7 @@ mod names;
 mod plaintext;
 mod record;
 mod redirect;
+mod reply;
 mod retry;
 mod spans;
 pub mod tls;
@@ -34,7 +35,7 @@ use std::time::Duration;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body::{Body as _, Frame};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -54,6 +55,7 @@ use crate::outlier::{Outcome as OutlierOutcome, Outlier};
 use crate::select;
 use crate::tap::Tap;
 use crate::trace::{self, Sink, Tracer, store::Store};
+use reply::LocalReply;
 use retry::AttemptEnd;
 
 pub use crate::identity::GATEWAY_WORKLOAD;
@@ -453,7 +455,7 @@ impl Proxy {
         if !path_q.starts_with('/') {
             ctx.trace.describe(&info, || format!("{authority}:{path_q}").into());
             let msg = format!("the request path {path_q:?} is not a relative path (it must start with \"/\")");
-            return self.local(ctx, None, None, 404, 12, msg, "-");
+            return self.local(ctx, None, None, LocalReply::NotRelativePath, msg);
         }
         let plan = match &hop.kind {
             HopKind::Gateway(l) => {
@@ -528,20 +530,17 @@ impl Proxy {
                     AbortStatus::Http(s) => (*s, http_to_grpc(*s)),
                     AbortStatus::Grpc(name) => (500, grpc_code(name)),
                 };
-                return self.local(ctx, None, None, http, code, "fault filter abort".into(), "FI");
+                let reply = LocalReply::FaultAbort {
+                    http,
+                    grpc: tonic::Code::from_i32(code),
+                };
+                return self.local(ctx, None, None, reply, "fault filter abort".into());
             }
         }
 
         let Some(backend) = select::pick(&plan.backends, rand64() as u32).cloned() else {
-            return self.local(
-                ctx,
-                None,
-                None,
-                500,
-                14,
-                "every backend of the route has weight 0".into(),
-                "-",
-            );
+            let msg = "every backend of the route has weight 0".into();
+            return self.local(ctx, None, None, LocalReply::NoWeightedBackend, msg);
         };
         self.forward(ctx, &mesh, &parts, body, &sreq, &path_q, backend, &plan)
             .await
@@ -561,7 +560,7 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let Some(service) = mesh.service(&backend.service) else {
             let msg = format!("backend {backend} is not a known Service");
-            return self.local(ctx, None, None, 500, 14, msg, "NR");
+            return self.local(ctx, None, None, LocalReply::UnknownService, msg);
         };
         let svc_port = names::service_port(service, &backend, plan.port);
         let http2 = service
@@ -606,7 +605,7 @@ impl Proxy {
                 }
                 Err(e) => {
                     let msg = format!("reading the request body: {e}");
-                    return self.local(ctx, Some(name), None, 400, 13, msg, "DC");
+                    return self.local(ctx, Some(name), None, LocalReply::BadRequestBody, msg);
                 }
             }
         } else {
@@ -633,11 +632,11 @@ impl Proxy {
         let admitted = match admitted {
             None => {
                 let msg = format!("upstream request timeout ({fqdn}) waiting for a connection");
-                return self.local(ctx, Some(name), None, 504, 14, msg, "UT");
+                return self.local(ctx, Some(name), None, LocalReply::Timeout, msg);
             }
             Some(Err(over)) => {
                 let msg = format!("upstream overflow ({fqdn}): {over}");
-                return self.local(ctx, Some(name), None, 503, 14, msg, "UO");
+                return self.local(ctx, Some(name), None, LocalReply::Overflow, msg);
             }
             Some(Ok(a)) => a,
         };
@@ -651,14 +650,14 @@ impl Proxy {
             let tried = &retries.tried;
             let Some(ep) = self.choose(&cluster, &policy, &eps, sreq, tried) else {
                 let msg = format!("no healthy upstream for {fqdn}");
-                return self.local(ctx, Some(name), None, 503, 14, msg, "UH");
+                return self.local(ctx, Some(name), None, LocalReply::NoHealthyUpstream, msg);
             };
             let attempt_body = match (&buffered, streaming.take()) {
                 (Some(frames), _) => Replay::new(frames).boxed_unsync(),
                 (None, Some(s)) => s.boxed_unsync(),
                 (None, None) => {
                     let msg = format!("upstream of {fqdn} failed and the request body is gone");
-                    return self.local(ctx, Some(name), None, 503, 14, msg, "UF");
+                    return self.local(ctx, Some(name), None, LocalReply::BodyGone, msg);
                 }
             };
             let attempt = ctx.trace.attempt();
@@ -747,17 +746,17 @@ impl Proxy {
                         }
                         continue;
                     }
-                    let mut flags = if connect { "UF" } else { "UR" }.to_string();
-                    if retriable && buffered.is_some() {
-                        flags.push_str(",URX");
-                    }
+                    let reply = LocalReply::UpstreamFailure {
+                        connect,
+                        retried_out: retriable && buffered.is_some(),
+                    };
                     let msg = format!("upstream connect error to {} ({fqdn}): {}", ep.pod, error_chain(&e));
                     let fa = FinalAttempt {
                         attempt,
                         inbound: reached,
                     };
                     let ep = (!connect).then_some(ep);
-                    return self.local_after(ctx, Some(name), ep, Some(fa), 503, 14, msg, &flags);
+                    return self.local_after(ctx, Some(name), ep, Some(fa), reply, msg);
                 }
                 None => {
                     // A timeout is a gateway error for outlier detection (see OutlierOutcome::Timeout).
@@ -775,7 +774,7 @@ impl Proxy {
                         attempt,
                         inbound: inbound_for(&ep),
                     };
-                    return self.local_after(ctx, Some(name), Some(ep), Some(fa), 504, 14, msg, "UT");
+                    return self.local_after(ctx, Some(name), Some(ep), Some(fa), LocalReply::Timeout, msg);
                 }
             }
         }
@@ -969,7 +968,7 @@ impl Proxy {
 
     fn no_route(&self, ctx: Ctx) -> Response<ProxyBody> {
         let msg = format!("no route for {} (authority {:?})", ctx.path, ctx.authority);
-        self.local(ctx, None, None, 404, 12, msg, "NR")
+        self.local(ctx, None, None, LocalReply::NoRoute, msg)
     }
 
     fn redirect(&self, ctx: Ctx, r: &Redirect, path_q: &str, l: &Listener) -> Response<ProxyBody> {
@@ -999,40 +998,35 @@ impl Proxy {
     }
 
     /// A reply the proxy makes itself, before any upstream answered.
-    #[allow(clippy::too_many_arguments)]
     fn local(
         &self,
         ctx: Ctx,
         service: Option<Arc<ServiceName>>,
         ep: Option<Arc<Endpoint>>,
-        http: u16,
-        grpc_code: i32,
+        why: LocalReply,
         msg: String,
-        flags: &str,
     ) -> Response<ProxyBody> {
-        self.local_after(ctx, service, ep, None, http, grpc_code, msg, flags)
+        self.local_after(ctx, service, ep, None, why, msg)
     }
 
     /// [`Proxy::local`] after a failed attempt on `ep`, so the metrics, access log and spans name
     /// the pod.
-    #[allow(clippy::too_many_arguments)]
     fn local_after(
         &self,
         ctx: Ctx,
         service: Option<Arc<ServiceName>>,
         ep: Option<Arc<Endpoint>>,
         attempt: Option<FinalAttempt>,
-        http: u16,
-        grpc_code: i32,
+        why: LocalReply,
         msg: String,
-        flags: &str,
     ) -> Response<ProxyBody> {
-        let resp = local_reply(ctx.grpc, http, grpc_code, &msg);
+        let code = why.grpc();
+        let resp = reply::response(ctx.grpc, why.http(), code, &msg);
         let reply = Reply {
             status: resp.status().as_u16(),
-            grpc_status: ctx.grpc.then(|| grpc_code.to_string()),
+            grpc_status: ctx.grpc.then(|| (code as i32).to_string()),
             grpc_message: ctx.grpc.then_some(msg),
-            flags: flags.to_string(),
+            flags: why.flags().to_string(),
         };
         let mut record = Record::new(self.recorder.clone(), ctx, service, ep, reply);
         record.attempt = attempt;
@@ -1279,45 +1273,6 @@ fn http_to_grpc(status: u16) -> i32 {
     }
 }
 
-/// A reply the proxy makes itself: plain text for HTTP, trailers-only for gRPC.
-fn local_reply(grpc: bool, http: u16, grpc_code: i32, msg: &str) -> Response<ProxyBody> {
-    if grpc {
-        let mut resp = Response::new(Empty::new().map_err(|e: Infallible| match e {}).boxed_unsync());
-        let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        h.insert(HeaderName::from_static("grpc-status"), HeaderValue::from(grpc_code));
-        if let Ok(v) = HeaderValue::from_str(&percent_encode(msg)) {
-            h.insert(HeaderName::from_static("grpc-message"), v);
-        }
-        resp
-    } else {
-        let mut resp = Response::new(
-            Full::new(Bytes::from(format!("{msg}\n")))
-                .map_err(|e: Infallible| match e {})
-                .boxed_unsync(),
-        );
-        *resp.status_mut() = StatusCode::from_u16(http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        resp
-    }
-}
-
-/// gRPC's `grpc-message` encoding: printable ASCII except `%` as is, the rest percent-encoded.
-fn percent_encode(msg: &str) -> String {
-    let mut out = String::with_capacity(msg.len());
-    for b in msg.bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// A uniformly random `u64` (SipHash with a fresh random key over a counter).
 fn rand64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -1367,12 +1322,6 @@ mod tests {
         assert!(!is_refused(&io));
     }
     use super::*;
-
-    #[test]
-    fn grpc_messages_are_percent_encoded() {
-        assert_eq!(percent_encode("no route for /a 100%"), "no route for /a 100%25");
-        assert_eq!(percent_encode("é"), "%C3%A9");
-    }
 
     #[test]
     fn http_statuses_map_to_grpc_codes() {

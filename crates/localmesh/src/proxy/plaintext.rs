@@ -10,14 +10,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 
-use super::local_reply;
+use super::reply;
 
 /// The first byte of a TLS record carrying a handshake (a ClientHello).
 const TLS_HANDSHAKE: u8 = 0x16;
 /// How long a client may take to send its first byte before the TLS acceptor takes over.
 const FIRST_BYTE: Duration = Duration::from_secs(2);
-/// gRPC UNAVAILABLE: what a client gets when it cannot reach the service this way.
-const UNAVAILABLE: i32 = 14;
 
 /// Whether the connection starts with something other than a TLS handshake. Waits for the first
 /// byte (at most [`FIRST_BYTE`]); a client that sends nothing is left to the TLS acceptor.
@@ -46,7 +44,7 @@ pub async fn refuse(stream: TcpStream, reason: Arc<str>) {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.starts_with("application/grpc"));
         let reason = reason.clone();
-        async move { Ok::<_, Infallible>(local_reply(grpc, 400, UNAVAILABLE, &reason)) }
+        async move { Ok::<_, Infallible>(reply::response(grpc, 400, tonic::Code::Unavailable, &reason)) }
     });
     if let Err(e) = auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(stream), svc)

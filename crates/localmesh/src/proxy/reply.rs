@@ -1,0 +1,177 @@
+//! The answers the proxy makes itself, in one vocabulary: why (a [`LocalReply`]), and from that
+//! the HTTP status, the gRPC code and Envoy's response flag, mapped here and nowhere else. A gRPC
+//! caller gets a trailers-only answer (HTTP 200, `grpc-status`, a percent-encoded
+//! `grpc-message`), an HTTP caller the status and the message as text, as Envoy's
+//! `sendLocalReply` answers each.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Full};
+use tonic::Code;
+
+use super::ProxyBody;
+
+/// Why the proxy answered instead of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LocalReply {
+    /// No route matched (NR).
+    NoRoute,
+    /// A `:path` that is not relative; Envoy answers before routing.
+    NotRelativePath,
+    /// The route's backend is not a known Service (NR).
+    UnknownService,
+    /// Every backend of the route has weight 0.
+    NoWeightedBackend,
+    /// A fault injection abort (FI), with the status the route asks for.
+    FaultAbort { http: u16, grpc: Code },
+    /// The request body could not be read (the client went away: DC).
+    BadRequestBody,
+    /// No answer within the route's or per-try timeout (UT), or no connection in time.
+    Timeout,
+    /// A circuit breaker's limit (UO).
+    Overflow,
+    /// No healthy endpoint (UH).
+    NoHealthyUpstream,
+    /// The upstream connection failed (UF) or was reset (UR); `retried_out` adds URX.
+    UpstreamFailure { connect: bool, retried_out: bool },
+    /// A retry had no request body left to send (UF).
+    BodyGone,
+}
+
+impl LocalReply {
+    /// The HTTP status: what an HTTP caller gets, and what metrics and logs record.
+    pub fn http(self) -> u16 {
+        match self {
+            LocalReply::NoRoute | LocalReply::NotRelativePath => 404,
+            LocalReply::UnknownService | LocalReply::NoWeightedBackend => 500,
+            LocalReply::FaultAbort { http, .. } => http,
+            LocalReply::BadRequestBody => 400,
+            LocalReply::Timeout => 504,
+            LocalReply::Overflow
+            | LocalReply::NoHealthyUpstream
+            | LocalReply::UpstreamFailure { .. }
+            | LocalReply::BodyGone => 503,
+        }
+    }
+
+    /// The gRPC status a gRPC caller gets (Envoy maps its local replies' HTTP statuses as
+    /// `Grpc::Utility::httpToGrpcStatus` does: 404 UNIMPLEMENTED, 5xx UNAVAILABLE).
+    pub fn grpc(self) -> Code {
+        match self {
+            LocalReply::NoRoute | LocalReply::NotRelativePath => Code::Unimplemented,
+            LocalReply::FaultAbort { grpc, .. } => grpc,
+            LocalReply::BadRequestBody => Code::Internal,
+            _ => Code::Unavailable,
+        }
+    }
+
+    /// Envoy's response flags for the access log, metrics and spans.
+    pub fn flags(self) -> &'static str {
+        match self {
+            LocalReply::NoRoute | LocalReply::UnknownService => "NR",
+            LocalReply::NotRelativePath | LocalReply::NoWeightedBackend => "-",
+            LocalReply::FaultAbort { .. } => "FI",
+            LocalReply::BadRequestBody => "DC",
+            LocalReply::Timeout => "UT",
+            LocalReply::Overflow => "UO",
+            LocalReply::NoHealthyUpstream => "UH",
+            LocalReply::UpstreamFailure {
+                connect: true,
+                retried_out: false,
+            }
+            | LocalReply::BodyGone => "UF",
+            LocalReply::UpstreamFailure {
+                connect: true,
+                retried_out: true,
+            } => "UF,URX",
+            LocalReply::UpstreamFailure {
+                connect: false,
+                retried_out: false,
+            } => "UR",
+            LocalReply::UpstreamFailure {
+                connect: false,
+                retried_out: true,
+            } => "UR,URX",
+        }
+    }
+}
+
+/// The response for a local reply: trailers-only for gRPC, plain text for HTTP.
+pub(crate) fn response(grpc: bool, http: u16, code: Code, msg: &str) -> Response<ProxyBody> {
+    if grpc {
+        let mut resp = Response::new(Empty::new().map_err(|e: Infallible| match e {}).boxed_unsync());
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert(HeaderName::from_static("grpc-status"), HeaderValue::from(code as i32));
+        if let Ok(v) = HeaderValue::from_str(&percent_encode(msg)) {
+            h.insert(HeaderName::from_static("grpc-message"), v);
+        }
+        resp
+    } else {
+        let mut resp = Response::new(
+            Full::new(Bytes::from(format!("{msg}\n")))
+                .map_err(|e: Infallible| match e {})
+                .boxed_unsync(),
+        );
+        *resp.status_mut() = StatusCode::from_u16(http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+/// gRPC's `grpc-message` encoding: printable ASCII except `%` as is, the rest percent-encoded.
+fn percent_encode(msg: &str) -> String {
+    percent_encoding::utf8_percent_encode(msg, GRPC_MESSAGE).to_string()
+}
+
+/// What `grpc-message` percent-encodes: controls, `%` and everything outside printable ASCII.
+const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(percent_encode("no route for /a 100%"), "no route for /a 100%25");
+        assert_eq!(percent_encode("é"), "%C3%A9");
+        assert_eq!(percent_encode("tab\there"), "tab%09here");
+    }
+
+    #[test]
+    fn every_reply_has_one_status_code_and_flag() {
+        let r = LocalReply::UpstreamFailure {
+            connect: false,
+            retried_out: true,
+        };
+        assert_eq!((r.http(), r.grpc(), r.flags()), (503, Code::Unavailable, "UR,URX"));
+        assert_eq!(
+            (LocalReply::NoRoute.http(), LocalReply::NoRoute.grpc()),
+            (404, Code::Unimplemented)
+        );
+        assert_eq!(LocalReply::Timeout.flags(), "UT");
+        let abort = LocalReply::FaultAbort {
+            http: 503,
+            grpc: Code::ResourceExhausted,
+        };
+        assert_eq!(
+            (abort.http(), abort.grpc(), abort.flags()),
+            (503, Code::ResourceExhausted, "FI")
+        );
+    }
+
+    #[test]
+    fn grpc_replies_are_trailers_only() {
+        let r = response(true, 503, Code::Unavailable, "no healthy upstream");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["grpc-status"], "14");
+        assert_eq!(r.headers()["grpc-message"], "no healthy upstream");
+        let r = response(false, 503, Code::Unavailable, "no healthy upstream");
+        assert_eq!(r.status(), 503);
+    }
+}
