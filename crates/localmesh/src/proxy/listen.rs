@@ -1,4 +1,5 @@
-//! Downstream connections, bounded as an edge Envoy bounds them: a cap on open connections, a TLS
+//! Listeners and downstream connections: the accept loops of the gateway and sidecar listeners,
+//! each connection served with hyper, and bounded as an edge Envoy bounds them: a cap on open connections, a TLS
 //! handshake timeout, a request-headers timeout, and an idle timeout for connections with no
 //! request in progress. Without these a slow or idle client holds a socket (and its memory) for
 //! ever, and enough of them take every file descriptor.
@@ -23,8 +24,20 @@ use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use super::{Hop, HopKind, Proxy, Running, plaintext};
+use crate::identity::Identity;
+use crate::model::Listener;
 
 /// How long a connection that was asked to close may take to finish what it is doing (Envoy's
 /// `drain_timeout` default is 5 s).
@@ -282,6 +295,145 @@ where
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout(DRAIN, conn.as_mut()).await;
                 return;
+            }
+        }
+    }
+}
+
+impl Proxy {
+    /// Serves a gateway listener on `tcp` (routes still match on the listener's model port): with
+    /// `tls` (see [`server_config`]) TLS 1.2/1.3 terminated here, SNI checked, ALPN `h2` and
+    /// `http/1.1`; without, plaintext (the `http` listener, whose route redirects to HTTPS).
+    pub fn serve_gateway(
+        self: &Arc<Self>,
+        listener: Listener,
+        tcp: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<Running> {
+        let addr = tcp.local_addr()?;
+        crate::lock(&self.published).insert(listener.port, addr.port());
+        let acceptor = tls.map(TlsAcceptor::from);
+        let refusal: Arc<str> = plaintext::reason(listener.hostname.as_deref().unwrap_or("*"), addr.port()).into();
+        let identity = Arc::new(Identity::gateway(
+            &listener.gateway,
+            &crate::identity::replica_name(&format!("{}-istio", listener.gateway.name), &listener.gateway.name),
+        ));
+        let name: Arc<str> = format!("gateway {}", listener.name).into();
+        let hop = self.hop(HopKind::Gateway(Arc::new(listener)), identity);
+        let proxy = self.clone();
+        let task = tokio::spawn(accept_loop(tcp, move |stream, peer| {
+            let acceptor = acceptor.clone();
+            let proxy = proxy.clone();
+            let hop = hop.clone();
+            let refusal = refusal.clone();
+            let permit = proxy.admission.admit(&name);
+            async move {
+                let Some(_permit) = permit else {
+                    return;
+                };
+                let Some(acceptor) = acceptor else {
+                    return proxy.serve_connection(hop, stream, peer).await;
+                };
+                // The plaintext check and the handshake, bounded: a client that sends nothing or
+                // half a ClientHello is closed.
+                let handshake = async {
+                    if plaintext::starts_in_plaintext(&stream).await {
+                        return Err(stream);
+                    }
+                    Ok(acceptor.accept(stream).await)
+                };
+                match tokio::time::timeout(proxy.limits.tls_handshake, handshake).await {
+                    Err(_) => tracing::debug!("gateway TLS handshake timed out (--tls-handshake-timeout)"),
+                    Ok(Err(stream)) => {
+                        tracing::debug!("plaintext on the TLS gateway; answered with the reason");
+                        plaintext::refuse(stream, refusal).await;
+                    }
+                    Ok(Ok(Ok(tls))) => proxy.serve_connection(hop, tls, peer).await,
+                    Ok(Ok(Err(e))) => tracing::debug!(error = %e, "gateway TLS handshake failed"),
+                }
+            }
+        }));
+        Ok(Running { addr, task })
+    }
+
+    /// Serves a plaintext (h2c and HTTP/1.1) sidecar listener for calls from the pod `source`.
+    pub fn serve_sidecar(self: &Arc<Self>, source: Arc<Identity>, tcp: TcpListener) -> io::Result<Running> {
+        self.serve_sidecar_hop(self.hop(HopKind::Sidecar(None), source), tcp)
+    }
+
+    /// A sidecar listener for one upstream: every request on it is routed as if its `:authority`
+    /// were `host` (e.g. `product-service:50051`, `api.payment-provider.com`), whatever the caller
+    /// sent. This is how `localmesh up` points a pod's `PRODUCT_SERVICE_ADDR` at
+    /// `http://127.0.0.1:<port>` while routing stays by Service host.
+    pub fn serve_sidecar_for_host(
+        self: &Arc<Self>,
+        source: Arc<Identity>,
+        host: &str,
+        tcp: TcpListener,
+    ) -> io::Result<Running> {
+        self.serve_sidecar_hop(self.hop(HopKind::Sidecar(Some(Arc::from(host))), source), tcp)
+    }
+
+    fn hop(&self, kind: HopKind, source: Arc<Identity>) -> Hop {
+        Hop {
+            kind,
+            tracing: self.mesh.proxy_tracing(&source.namespace, &source.labels),
+            source,
+        }
+    }
+
+    fn serve_sidecar_hop(self: &Arc<Self>, hop: Hop, tcp: TcpListener) -> io::Result<Running> {
+        let addr = tcp.local_addr()?;
+        let proxy = self.clone();
+        let task = tokio::spawn(accept_loop(tcp, move |stream, peer| {
+            let permit = proxy.admission.admit("sidecar");
+            let serve = proxy.clone().serve_connection(hop.clone(), stream, peer);
+            async move {
+                if let Some(_permit) = permit {
+                    serve.await;
+                }
+            }
+        }));
+        Ok(Running { addr, task })
+    }
+
+    async fn serve_connection<I>(self: Arc<Self>, hop: Hop, io: I, peer: SocketAddr)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let limits = self.limits;
+        serve(io, limits, move |activity| {
+            hyper::service::service_fn(move |req| {
+                let proxy = self.clone();
+                let hop = hop.clone();
+                let in_progress = activity.begin();
+                async move {
+                    let resp = proxy.handle(hop, peer.ip(), req).await;
+                    Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, in_progress)))
+                }
+            })
+        })
+        .await;
+    }
+}
+
+/// Accepts connections until the task is aborted; aborting also ends the open connections.
+async fn accept_loop<F, Fut>(tcp: TcpListener, on_conn: F)
+where
+    F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut conns = JoinSet::new();
+    loop {
+        match tcp.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                while conns.try_join_next().is_some() {}
+                conns.spawn(on_conn(stream, peer));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
