@@ -542,20 +542,30 @@ async fn agent_sync_streams_through_the_sidecar() {
     assert!(v1.iter().all(|(v, _)| v == "v1") && pods.len() == 1, "{v1:?}");
 }
 
-/// A plain HTTP/1.1 server standing in for a frontend pod: answers `hello from <pod>`.
-async fn http_pod(pod: &'static str) -> std::net::SocketAddr {
+/// An HTTP/1.1 pod on port 0 answering every request with `answer(request head)`: extra
+/// response headers and the body.
+async fn http1_pod<F>(answer: F) -> std::net::SocketAddr
+where
+    F: Fn(&http::request::Parts) -> (Vec<(&'static str, String)>, String) + Clone + Send + Sync + 'static,
+{
     use hyper::body::Incoming;
     use hyper_util::rt::TokioIo;
     let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = tcp.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((stream, _)) = tcp.accept().await {
+            let answer = answer.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| async move {
-                    let body = format!("hello from {pod} for {}", req.uri().path());
-                    http::Response::builder()
-                        .header("x-served-by", pod)
-                        .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+                let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                    let (parts, _) = req.into_parts();
+                    let (headers, body) = answer(&parts);
+                    async move {
+                        let mut resp = http::Response::builder();
+                        for (k, v) in headers {
+                            resp = resp.header(k, v);
+                        }
+                        resp.body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -564,6 +574,28 @@ async fn http_pod(pod: &'static str) -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+/// An HTTP/1.1 pod that says who it is and which path it was asked for.
+async fn http_pod(pod: &'static str) -> std::net::SocketAddr {
+    http1_pod(move |p| {
+        let body = format!("hello from {pod} for {}", p.uri.path());
+        (vec![("x-served-by", pod.to_string())], body)
+    })
+    .await
+}
+
+/// Registers an endpoint of the frontend Deployment at `addr`.
+fn add_frontend_pod(env: &Env, pod: &str, addr: std::net::SocketAddr) {
+    let frontend = env
+        .proxy
+        .mesh()
+        .workloads
+        .iter()
+        .find(|w| w.key.name == "frontend")
+        .expect("frontend workload")
+        .clone();
+    env.proxy.endpoints().add_pod(&frontend, pod, addr);
 }
 
 /// A rustls client trusting the environment's local CA, offering `alpn`.
@@ -632,17 +664,7 @@ async fn https_get_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http_1_1_through_the_gateway_reaches_an_http_backend_and_unknown_hosts_get_404() {
     let env = env().await;
-    let frontend = env
-        .proxy
-        .mesh()
-        .workloads
-        .iter()
-        .find(|w| w.key.name == "frontend")
-        .expect("frontend workload")
-        .clone();
-    env.proxy
-        .endpoints()
-        .add_pod(&frontend, "frontend-0", http_pod("frontend-0").await);
+    add_frontend_pod(&env, "frontend-0", http_pod("frontend-0").await);
 
     let (status, headers, body) = https_get(&env, GATEWAY_HOST, "/products/7").await;
     assert_eq!(status, 200, "{body}");
@@ -1272,44 +1294,21 @@ async fn idle_upstream_connections_are_closed_after_the_upstream_idle_timeout() 
 
 /// An HTTP/1.1 pod that answers with the request headers it received, one `name: value` a line.
 async fn echo_pod() -> std::net::SocketAddr {
-    use hyper::body::Incoming;
-    use hyper_util::rt::TokioIo;
-    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = tcp.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = tcp.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| async move {
-                    let body: String = req
-                        .headers()
-                        .iter()
-                        .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("?")))
-                        .collect();
-                    http::Response::builder().body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    http1_pod(|p| {
+        let body = p
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("?")))
+            .collect();
+        (Vec::new(), body)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_gateway_sanitises_what_an_external_client_sends_as_an_edge_envoy_does() {
     let env = env().await;
-    let frontend = env
-        .proxy
-        .mesh()
-        .workloads
-        .iter()
-        .find(|w| w.key.name == "frontend")
-        .expect("frontend workload")
-        .clone();
-    env.proxy
-        .endpoints()
-        .add_pod(&frontend, "frontend-echo", echo_pod().await);
+    add_frontend_pod(&env, "frontend-echo", echo_pod().await);
     let sent = [
         ("x-envoy-max-retries", "5"),
         ("x-envoy-retry-on", "5xx"),
