@@ -56,11 +56,10 @@ use retry::AttemptEnd;
 
 pub use crate::identity::GATEWAY_WORKLOAD;
 use body::{Observed, Prefixed, Replay};
-use endpoints::InFlight;
 pub use endpoints::{Endpoint, Endpoints};
 pub use metrics::{Labels, ProxyMetrics};
 use metrics::{Reporter, ServiceName};
-use record::{Ctx, FinalAttempt, Record, Recorder, Reply};
+use record::{Answered, Ctx, FinalAttempt, Record, Recorder, Reply};
 use spans::{Attempt, Inbound, Outcome, RequestInfo, RequestTrace};
 pub use tls::{GATEWAY_HOST, LocalCa, TlsError, ensure_local_ca, load_certified_key, load_pem, server_config};
 
@@ -165,6 +164,15 @@ impl std::fmt::Debug for Proxy {
             .field("endpoints", &self.endpoints)
             .finish_non_exhaustive()
     }
+}
+
+/// The downstream request as the forwarding stage reads it: its head, its routing view and its
+/// path with the query.
+#[derive(Clone, Copy)]
+struct Downstream<'a> {
+    parts: &'a http::request::Parts,
+    sreq: &'a select::Request,
+    path_q: &'a str,
 }
 
 /// What the matched route asks for.
@@ -423,22 +431,24 @@ impl Proxy {
             let msg = "every backend of the route has weight 0".into();
             return self.local(ctx, None, None, LocalReply::NoWeightedBackend, msg);
         };
-        self.forward(ctx, &mesh, &parts, body, &sreq, &path_q, backend, &plan)
-            .await
+        let down = Downstream {
+            parts: &parts,
+            sreq: &sreq,
+            path_q: &path_q,
+        };
+        self.forward(ctx, &mesh, down, body, backend, &plan).await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         mut ctx: Ctx,
         mesh: &Mesh,
-        parts: &http::request::Parts,
+        down: Downstream<'_>,
         body: Incoming,
-        sreq: &select::Request,
-        path_q: &str,
         backend: Backend,
         plan: &Plan,
     ) -> Response<ProxyBody> {
+        let sreq = down.sreq;
         let Some(service) = mesh.service(&backend.service) else {
             let msg = format!("backend {backend} is not a known Service");
             return self.local(ctx, None, None, LocalReply::UnknownService, msg);
@@ -542,7 +552,7 @@ impl Proxy {
                 }
             };
             let attempt = ctx.trace.attempt();
-            let upstream = upstream_request(parts, &ctx, &attempt, &ep, http2, path_q, attempt_body, tried.len());
+            let upstream = upstream_request(down, &ctx, &attempt, &ep, http2, attempt_body, tried.len());
             let in_flight = ep.begin();
             let client = self.client(http2, policy.pool.connect_timeout);
             let now = Instant::now();
@@ -571,17 +581,18 @@ impl Proxy {
                         tracing::debug!(pod = %ep.pod, status, ?grpc_status, "retrying");
                         let code = grpc_status.map(|c| c.to_string());
                         let bytes = request_bytes(&counter);
-                        self.retried_attempt(
-                            &mut ctx,
-                            &name,
-                            &ep,
+                        let fa = FinalAttempt {
                             attempt,
-                            inbound_for(&ep),
+                            inbound: inbound_for(&ep),
+                        };
+                        let outcome = Outcome {
                             status,
-                            code,
-                            "-",
-                            bytes,
-                        );
+                            grpc_status: code.as_deref(),
+                            flags: "-",
+                            request_bytes: bytes,
+                            ..Outcome::default()
+                        };
+                        self.retried_attempt(&mut ctx, &name, &ep, fa, &outcome);
                         continue;
                     }
                     let flags = if retriable && buffered.is_some() { "URX" } else { "-" };
@@ -591,18 +602,14 @@ impl Proxy {
                         inbound: inbound_for(&ep),
                     };
                     let bytes = request_bytes(&counter);
-                    return self.respond(
-                        ctx,
-                        name,
-                        &ep,
-                        (in_flight, admitted),
-                        resp,
+                    let answered = Answered {
+                        held: (in_flight, admitted),
+                        attempt: fa,
                         flags,
-                        deadline,
-                        fa,
-                        bytes,
-                        counter,
-                    );
+                        request_bytes: bytes,
+                        request_counter: counter,
+                    };
+                    return self.respond(ctx, name, &ep, resp, deadline, answered);
                 }
                 Some(Err(e)) => {
                     self.record_outlier(&cluster, &policy, &eps, &ep, OutlierOutcome::ConnectFailure);
@@ -623,7 +630,18 @@ impl Proxy {
                         if !connect {
                             let code = ctx.grpc.then(|| "14".to_string());
                             let bytes = request_bytes(&counter);
-                            self.retried_attempt(&mut ctx, &name, &ep, attempt, reached, 503, code, "UC", bytes);
+                            let fa = FinalAttempt {
+                                attempt,
+                                inbound: reached,
+                            };
+                            let outcome = Outcome {
+                                status: 503,
+                                grpc_status: code.as_deref(),
+                                flags: "UC",
+                                request_bytes: bytes,
+                                ..Outcome::default()
+                            };
+                            self.retried_attempt(&mut ctx, &name, &ep, fa, &outcome);
                         }
                         continue;
                     }
@@ -647,7 +665,18 @@ impl Proxy {
                     if retriable && retries.take(&breaker, ep.id) {
                         let code = ctx.grpc.then(|| "4".to_string());
                         let bytes = request_bytes(&counter);
-                        self.retried_attempt(&mut ctx, &name, &ep, attempt, inbound_for(&ep), 504, code, "UT", bytes);
+                        let fa = FinalAttempt {
+                            attempt,
+                            inbound: inbound_for(&ep),
+                        };
+                        let outcome = Outcome {
+                            status: 504,
+                            grpc_status: code.as_deref(),
+                            flags: "UT",
+                            request_bytes: bytes,
+                            ..Outcome::default()
+                        };
+                        self.retried_attempt(&mut ctx, &name, &ep, fa, &outcome);
                         continue;
                     }
                     let msg = format!("upstream request timeout ({fqdn})");
@@ -662,18 +691,13 @@ impl Proxy {
     }
 
     /// An attempt that is retried: the destination sidecar's report and span of what it saw.
-    #[allow(clippy::too_many_arguments)]
     fn retried_attempt(
         &self,
         ctx: &mut Ctx,
         service: &Arc<ServiceName>,
         ep: &Arc<Endpoint>,
-        attempt: Attempt,
-        inbound: Option<Inbound>,
-        status: u16,
-        grpc_status: Option<String>,
-        flags: &str,
-        request_bytes: u64,
+        fa: FinalAttempt,
+        outcome: &Outcome<'_>,
     ) {
         let labels = Labels {
             reporter: Reporter::Destination,
@@ -681,22 +705,14 @@ impl Proxy {
             destination: Some(ep.identity.clone()),
             service: Some(service.clone()),
             grpc: ctx.grpc,
-            response_code: status,
-            grpc_response_status: grpc_status.clone(),
-            response_flags: flags.to_string(),
+            response_code: outcome.status,
+            grpc_response_status: outcome.grpc_status.map(str::to_string),
+            response_flags: outcome.flags.to_string(),
         };
-        self.recorder.metrics.record(&labels, attempt.elapsed_ms());
-        if let Some(inbound) = &inbound {
-            let outcome = Outcome {
-                status,
-                grpc_status: grpc_status.as_deref(),
-                grpc_message: None,
-                flags,
-                request_bytes,
-                response_bytes: 0,
-            };
+        self.recorder.metrics.record(&labels, fa.attempt.elapsed_ms());
+        if let Some(inbound) = &fa.inbound {
             ctx.trace
-                .finish_attempt(&self.recorder.tracer, attempt, inbound, &outcome);
+                .finish_attempt(&self.recorder.tracer, fa.attempt, inbound, outcome);
         }
     }
 
@@ -809,19 +825,16 @@ impl Proxy {
         });
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The pod's answer, passed on: its record (metrics, access log, spans) is written when its
+    /// body ends.
     fn respond(
         &self,
         ctx: Ctx,
         service: Arc<ServiceName>,
         ep: &Arc<Endpoint>,
-        held: (InFlight, breaker::Admitted),
         resp: Response<Incoming>,
-        flags: &str,
         deadline: Option<Instant>,
-        attempt: FinalAttempt,
-        request_bytes: u64,
-        counter: Option<Arc<AtomicU64>>,
+        answered: Answered,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -837,13 +850,13 @@ impl Proxy {
             status: parts.status.as_u16(),
             grpc_status: header_str(&parts.headers, "grpc-status").map(str::to_string),
             grpc_message: header_str(&parts.headers, "grpc-message").map(str::to_string),
-            flags: flags.to_string(),
+            flags: answered.flags.to_string(),
         };
         let mut record = Record::new(self.recorder.clone(), ctx, Some(service), Some(ep.clone()), reply);
-        record.held = Some(held);
-        record.attempt = Some(attempt);
-        record.request_bytes = request_bytes;
-        record.request_counter = counter;
+        record.held = Some(answered.held);
+        record.attempt = Some(answered.attempt);
+        record.request_bytes = answered.request_bytes;
+        record.request_counter = answered.request_counter;
         Response::from_parts(parts, Observed::new(body, record, deadline).boxed_unsync())
     }
 
@@ -988,17 +1001,16 @@ async fn read_body(mut body: Incoming) -> Result<Result<Vec<Frame<Bytes>>, Prefi
     }))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn upstream_request(
-    parts: &http::request::Parts,
+    down: Downstream<'_>,
     ctx: &Ctx,
     attempt: &Attempt,
     ep: &Endpoint,
     http2: bool,
-    path_q: &str,
     body: ProxyBody,
     retries: usize,
 ) -> Request<ProxyBody> {
+    let Downstream { parts, path_q, .. } = down;
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.version_mut() = if http2 { Version::HTTP_2 } else { Version::HTTP_11 };

@@ -48,6 +48,18 @@ pub(crate) struct FinalAttempt {
     pub inbound: Option<Inbound>,
 }
 
+/// What the record keeps of the attempt that answered: the endpoint's and the cluster's counts
+/// it holds until the response ends, the attempt's span, the response flags so far, and the
+/// request's size (or its counter, for a streamed body).
+#[derive(Debug)]
+pub(crate) struct Answered {
+    pub held: (InFlight, breaker::Admitted),
+    pub attempt: FinalAttempt,
+    pub flags: &'static str,
+    pub request_bytes: u64,
+    pub request_counter: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
 /// The answer as the proxy first sees it: the response head (or its own reply).
 #[derive(Debug)]
 pub(crate) struct Reply {
