@@ -1386,3 +1386,32 @@ async fn a_per_try_timeout_is_retried_only_where_retry_on_says_so() {
     let failures = calls_to_a_frozen_pod(&[localmesh::model::RetryOn::Reset]).await;
     assert!(failures.is_empty(), "{failures:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_http2_peer_that_stops_answering_pings_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    let limits = listen::Limits {
+        request_headers: Duration::from_secs(60),
+        http2_keepalive: Some(Duration::from_millis(300)),
+        http2_keepalive_timeout: Duration::from_millis(300),
+        ..listen::Limits::default()
+    };
+    let env = env_with_limits(Config::for_test("v1", "product-v1-a"), |_| {}, limits).await;
+    // An h2c client that says hello (preface and SETTINGS) and then never answers anything,
+    // as a peer whose host went away would.
+    let mut silent = tokio::net::TcpStream::connect(env.sidecar.addr).await.expect("connect");
+    silent
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    silent.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.expect("SETTINGS");
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(3)).await,
+        "closed after an unanswered PING"
+    );
+    // A client that answers its pings (tonic's, through hyper) stays connected and served.
+    let mut client = ProductServiceClient::new(sidecar_channel(&env).await);
+    get(&mut client, false).await.expect("GetProduct");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    get(&mut client, false).await.expect("still served after several pings");
+}

@@ -67,6 +67,14 @@ pub struct Limits {
     /// `connectionPool.http.idleTimeout`, 1 hour), e.g. 1h.
     #[arg(long = "upstream-idle-timeout", default_value = "1h", value_parser = crate::duration::parse_positive)]
     pub upstream_idle: Duration,
+    /// Send an HTTP/2 PING on each downstream connection this often and close the connection if
+    /// it is not answered within --http2-keepalive-timeout, e.g. 30s (Envoy's
+    /// `connection_keepalive`; off by default, as in Envoy).
+    #[arg(long = "http2-keepalive-interval", value_parser = crate::duration::parse_positive)]
+    pub http2_keepalive: Option<Duration>,
+    /// How long a keepalive PING may go unanswered, e.g. 20s.
+    #[arg(long = "http2-keepalive-timeout", default_value = "20s", value_parser = crate::duration::parse_positive)]
+    pub http2_keepalive_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -77,6 +85,8 @@ impl Default for Limits {
             idle: Duration::from_secs(3600),
             max_connections: default_max_connections(),
             upstream_idle: Duration::from_secs(3600),
+            http2_keepalive: None,
+            http2_keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -274,6 +284,13 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.request_headers);
+    if let Some(every) = limits.http2_keepalive {
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(every)
+            .keep_alive_timeout(limits.http2_keepalive_timeout);
+    }
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     // Checked a few times per bound, at most once a second.
