@@ -580,17 +580,10 @@ impl Proxy {
                     if retriable && retries.take(&breaker, ep.id) {
                         tracing::debug!(pod = %ep.pod, status, ?grpc_status, "retrying");
                         let code = grpc_status.map(|c| c.to_string());
-                        let bytes = request_bytes(&counter);
+                        let outcome = Outcome::retried(status, code.as_deref(), "-", request_bytes(&counter));
                         let fa = FinalAttempt {
                             attempt,
                             inbound: inbound_for(&ep),
-                        };
-                        let outcome = Outcome {
-                            status,
-                            grpc_status: code.as_deref(),
-                            flags: "-",
-                            request_bytes: bytes,
-                            ..Outcome::default()
                         };
                         self.retried_attempt(&mut ctx, &name, &ep, fa, &outcome);
                         continue;
@@ -628,18 +621,11 @@ impl Proxy {
                     if retriable && retries.take(&breaker, ep.id) {
                         tracing::debug!(pod = %ep.pod, error = %e, "retrying after an upstream error");
                         if !connect {
-                            let code = ctx.grpc.then(|| "14".to_string());
-                            let bytes = request_bytes(&counter);
+                            let code = ctx.grpc.then_some("14");
+                            let outcome = Outcome::retried(503, code, "UC", request_bytes(&counter));
                             let fa = FinalAttempt {
                                 attempt,
                                 inbound: reached,
-                            };
-                            let outcome = Outcome {
-                                status: 503,
-                                grpc_status: code.as_deref(),
-                                flags: "UC",
-                                request_bytes: bytes,
-                                ..Outcome::default()
                             };
                             self.retried_attempt(&mut ctx, &name, &ep, fa, &outcome);
                         }
@@ -663,18 +649,11 @@ impl Proxy {
                     let overall = deadline.is_some_and(|d| Instant::now() >= d);
                     let retriable = !overall && retry::should_retry(&plan.retry, ctx.grpc, AttemptEnd::PerTryTimeout);
                     if retriable && retries.take(&breaker, ep.id) {
-                        let code = ctx.grpc.then(|| "4".to_string());
-                        let bytes = request_bytes(&counter);
+                        let code = ctx.grpc.then_some("4");
+                        let outcome = Outcome::retried(504, code, "UT", request_bytes(&counter));
                         let fa = FinalAttempt {
                             attempt,
                             inbound: inbound_for(&ep),
-                        };
-                        let outcome = Outcome {
-                            status: 504,
-                            grpc_status: code.as_deref(),
-                            flags: "UT",
-                            request_bytes: bytes,
-                            ..Outcome::default()
                         };
                         self.retried_attempt(&mut ctx, &name, &ep, fa, &outcome);
                         continue;

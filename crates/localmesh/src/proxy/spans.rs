@@ -38,6 +38,19 @@ pub(crate) struct Outcome<'a> {
     pub response_bytes: u64,
 }
 
+impl<'a> Outcome<'a> {
+    /// A retried attempt as its destination sidecar reports it: a status, no body read.
+    pub fn retried(status: u16, grpc_status: Option<&'a str>, flags: &'a str, request_bytes: u64) -> Self {
+        Outcome {
+            status,
+            grpc_status,
+            flags,
+            request_bytes,
+            ..Outcome::default()
+        }
+    }
+}
+
 /// What the request looked like when it arrived, for the tags of all its spans.
 pub(crate) struct RequestInfo<'a> {
     pub headers: &'a HeaderMap,
