@@ -9,16 +9,14 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use localmesh::verify::{self, HttpsAnswer, VerifyOptions};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value;
 use proto::product::GetProductRequest;
 use proto::product::product_service_client::ProductServiceClient;
 use serde_json::Value;
+use testkit::otlp::Collector;
 use tonic::transport::Channel;
 
 use common::{HOST, Up};
@@ -556,22 +554,6 @@ async fn prometheus_scrapes_the_local_run(up: &Up) {
     panic!("Prometheus did not scrape the local run: {last}");
 }
 
-/// An in-process OTLP/gRPC collector keeping every request as received.
-#[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.0.lock().expect("lock").push(req.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-/// A collected span: (trace, span, parent, service, name, attributes).
 #[derive(Debug, Clone)]
 struct OSpan {
     trace: String,
@@ -585,52 +567,43 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-impl Collector {
-    fn spans(&self) -> Vec<OSpan> {
-        let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
-            .as_ref()
-            .and_then(|v| v.value.as_ref())
-        {
-            Some(any_value::Value::StringValue(s)) => s.clone(),
-            Some(other) => format!("{other:?}"),
-            None => String::new(),
-        };
-        let mut out = Vec::new();
-        for req in self.0.lock().expect("lock").iter() {
-            for rs in &req.resource_spans {
-                let service = rs
-                    .resource
-                    .iter()
-                    .flat_map(|r| &r.attributes)
-                    .find(|a| a.key == "service.name")
-                    .map(|a| text(&a.value))
-                    .unwrap_or_default();
-                for s in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
-                    out.push(OSpan {
-                        trace: hex(&s.trace_id),
-                        id: hex(&s.span_id),
-                        parent: hex(&s.parent_span_id),
-                        service: service.clone(),
-                        attrs: s.attributes.iter().map(|a| (a.key.clone(), text(&a.value))).collect(),
-                    });
-                }
+/// Every span the collector accepted, flattened.
+fn exported_spans(collector: &Collector) -> Vec<OSpan> {
+    let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
+        .as_ref()
+        .and_then(|v| v.value.as_ref())
+    {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    };
+    let mut out = Vec::new();
+    for req in &collector.requests() {
+        for rs in &req.resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .map(|a| text(&a.value))
+                .unwrap_or_default();
+            for s in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                out.push(OSpan {
+                    trace: hex(&s.trace_id),
+                    id: hex(&s.span_id),
+                    parent: hex(&s.parent_span_id),
+                    service: service.clone(),
+                    attrs: s.attributes.iter().map(|a| (a.key.clone(), text(&a.value))).collect(),
+                });
             }
         }
-        out
     }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_otlp_and_a_retry_shows_each_attempt() {
-    let collector = Collector::default();
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = tcp.local_addr().expect("addr");
-    let svc = TraceServiceServer::new(collector.clone());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(tcp)),
-    );
+    let collector = Collector::start().await;
     // A copy of the manifests where half of product v1's calls fail with UNAVAILABLE (product-vs
     // retries those for east-west callers), sampled at 100 % by its own Telemetry resource.
     let copy = tempfile::tempdir().expect("tempdir");
@@ -650,13 +623,13 @@ async fn spans_are_exported_over_otlp_and_a_retry_shows_each_attempt() {
         ],
     );
     let data = tempfile::tempdir().expect("tempdir");
-    let endpoint = format!("http://{addr}");
+    let endpoint = collector.endpoint();
     let up = Up::start_with(data.path(), &root, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
 
     let rid = place_order_despite_faults(&up, "otlp").await;
     let mut order = Vec::new();
     for _ in 0..80 {
-        let all = collector.spans();
+        let all = exported_spans(&collector);
         let trace = all
             .iter()
             .find(|s| s.attrs.get("guid:x-request-id") == Some(&rid) && s.service == GATEWAY)
@@ -691,7 +664,7 @@ async fn spans_are_exported_over_otlp_and_a_retry_shows_each_attempt() {
     }
     let mut found = None;
     for _ in 0..40 {
-        let all = collector.spans();
+        let all = exported_spans(&collector);
         found = all.iter().find_map(|hop| {
             let attempts: Vec<&OSpan> = all
                 .iter()

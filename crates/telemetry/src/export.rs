@@ -416,11 +416,7 @@ mod tests {
 
     use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
     use opentelemetry::{InstrumentationScope, KeyValue, StringValue};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-    use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
     use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
     use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
@@ -550,56 +546,15 @@ mod tests {
         assert_eq!(ours, want);
     }
 
-    /// A collector that answers `failures` with `code` before it accepts.
-    struct Collector {
-        calls: Arc<AtomicUsize>,
-        failures: usize,
-        code: tonic::Code,
-        received: tokio::sync::mpsc::UnboundedSender<ExportTraceServiceRequest>,
-    }
-
-    #[tonic::async_trait]
-    impl TraceService for Collector {
-        async fn export(
-            &self,
-            req: tonic::Request<ExportTraceServiceRequest>,
-        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-            if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
-                return Err(tonic::Status::new(self.code, "not now"));
-            }
-            let _ = self.received.send(req.into_inner());
-            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-        }
-    }
-
-    /// Exports one span to a real tonic collector; returns the result, the calls it saw and
-    /// what it accepted.
+    /// Exports one span to a real tonic collector that answers its first `failures` calls with
+    /// `code`; returns the result, the calls it saw and what it accepted.
     async fn export_to(failures: usize, code: tonic::Code) -> (OTelSdkResult, usize, Vec<ExportTraceServiceRequest>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let calls = Arc::new(AtomicUsize::new(0));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let collector = Collector {
-            calls: calls.clone(),
-            failures,
-            code,
-            received: tx,
-        };
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(collector))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        let mut exporter = OtlpExporter::new(&format!("http://{addr}"), Duration::from_secs(3)).unwrap();
+        let collector = testkit::otlp::Collector::failing(failures, code).await;
+        let mut exporter = OtlpExporter::new(&collector.endpoint(), Duration::from_secs(3)).unwrap();
         exporter.set_resource(&Resource::builder_empty().with_service_name("product").build());
         let scope = InstrumentationScope::builder("telemetry").build();
         let result = exporter.export(vec![span(0, &scope)]).await;
-        server.abort();
-        let mut got = Vec::new();
-        while let Ok(r) = rx.try_recv() {
-            got.push(r);
-        }
-        (result, calls.load(Ordering::SeqCst), got)
+        (result, collector.calls(), collector.requests())
     }
 
     #[tokio::test]

@@ -1,11 +1,12 @@
-//! Real servers for integration tests. Today: throwaway PostgreSQL clusters
-//! ([`PgCluster`]) and [`free_port`].
+//! Real servers for integration tests: throwaway PostgreSQL clusters ([`PgCluster`]), an
+//! OTLP trace collector ([`otlp::Collector`]) and [`free_port`].
 //!
 //! Nothing here skips a test: when PostgreSQL is missing, starting a cluster
 //! fails with a message saying that `make tools` installs it.
 
 pub mod browser;
 mod metrics;
+pub mod otlp;
 mod pg;
 mod process;
 
