@@ -8,19 +8,71 @@ use tonic::Code;
 /// others (NOT_FOUND, INVALID_ARGUMENT, ...) are the client's doing. The graph, `stat` and `top`
 /// count failures by the same rule.
 pub fn is_upstream_error(status: &str) -> bool {
-    let Ok(n) = status.trim().parse::<i32>() else {
-        return false;
-    };
     matches!(
-        Code::from_i32(n),
-        Code::Unknown
-            | Code::DeadlineExceeded
-            | Code::ResourceExhausted
-            | Code::Unimplemented
-            | Code::Internal
-            | Code::Unavailable
-            | Code::DataLoss
-    ) && (0..=16).contains(&n)
+        parse_status(status),
+        Some(
+            Code::Unknown
+                | Code::DeadlineExceeded
+                | Code::ResourceExhausted
+                | Code::Unimplemented
+                | Code::Internal
+                | Code::Unavailable
+                | Code::DataLoss
+        )
+    )
+}
+
+/// A status code by its canonical name (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, ...), as Istio's
+/// validator accepts a fault's `abort.grpcStatus` (`SupportedGRPCStatus` in istio
+/// `pkg/config/validation`): exact, upper case, no fallback.
+pub fn code_from_name(name: &str) -> Option<Code> {
+    (0..=16).map(Code::from_i32).find(|c| name_of(*c) == name)
+}
+
+/// The canonical name of a code, as the gRPC specification writes it.
+pub fn name_of(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A `grpc-status` value as a code; `None` for anything but 0 to 16 (never a silent UNKNOWN).
+pub fn parse_status(value: &str) -> Option<Code> {
+    value
+        .trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|n| (0..=16).contains(n))
+        .map(Code::from_i32)
+}
+
+/// The gRPC status for an HTTP status, as Envoy maps its local replies and HTTP answers to gRPC
+/// callers (`Grpc::Utility::httpToGrpcStatus` in envoy `source/common/grpc/status.cc`).
+pub fn from_http(status: u16) -> Code {
+    match status {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502..=504 => Code::Unavailable,
+        _ => Code::Unknown,
+    }
 }
 
 #[cfg(test)]
@@ -35,5 +87,24 @@ mod tests {
         for c in ["0", "1", "3", "5", "6", "7", "9", "10", "11", "16", "-", "", "99"] {
             assert!(!is_upstream_error(c), "{c}");
         }
+    }
+
+    #[test]
+    fn codes_by_name_and_by_http_status() {
+        assert_eq!(code_from_name("UNAVAILABLE"), Some(Code::Unavailable));
+        assert_eq!(
+            code_from_name("unavailable"),
+            None,
+            "Istio accepts the canonical names only"
+        );
+        assert_eq!(code_from_name("NOPE"), None);
+        for n in 0..=16 {
+            let c = Code::from_i32(n);
+            assert_eq!(code_from_name(name_of(c)), Some(c));
+        }
+        assert_eq!(from_http(404), Code::Unimplemented);
+        assert_eq!(from_http(503), Code::Unavailable);
+        assert_eq!(parse_status("14"), Some(Code::Unavailable));
+        assert_eq!(parse_status("17"), None);
     }
 }

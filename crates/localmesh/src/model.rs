@@ -326,14 +326,15 @@ impl RetryOn {
             .map(RetryOn::Status)
     }
 
-    /// The gRPC status code name (`UNAVAILABLE`, ...) this token retries on, if it is a gRPC token.
-    pub fn grpc_code(self) -> Option<&'static str> {
+    /// The gRPC status this token retries on, if it is a gRPC token.
+    pub fn grpc_code(self) -> Option<tonic::Code> {
+        use tonic::Code;
         Some(match self {
-            RetryOn::Cancelled => "CANCELLED",
-            RetryOn::DeadlineExceeded => "DEADLINE_EXCEEDED",
-            RetryOn::Internal => "INTERNAL",
-            RetryOn::ResourceExhausted => "RESOURCE_EXHAUSTED",
-            RetryOn::Unavailable => "UNAVAILABLE",
+            RetryOn::Cancelled => Code::Cancelled,
+            RetryOn::DeadlineExceeded => Code::DeadlineExceeded,
+            RetryOn::Internal => Code::Internal,
+            RetryOn::ResourceExhausted => Code::ResourceExhausted,
+            RetryOn::Unavailable => Code::Unavailable,
             _ => return None,
         })
     }
@@ -397,8 +398,8 @@ pub struct FaultAbort {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AbortStatus {
     Http(u16),
-    /// A gRPC status name, e.g. `UNAVAILABLE`.
-    Grpc(String),
+    /// A gRPC status (written by name, e.g. `UNAVAILABLE`).
+    Grpc(tonic::Code),
 }
 
 impl Fault {

@@ -203,26 +203,11 @@ pub fn render(rows: &[Row]) -> String {
     out
 }
 
-/// An error with its sources, since tonic's transport error alone says only "transport error".
-fn chain(e: &(dyn StdError + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let cs = c.to_string();
-        if !s.contains(&cs) {
-            s.push_str(": ");
-            s.push_str(&cs);
-        }
-        src = c.source();
-    }
-    s
-}
-
 fn status(what: &str, s: &tonic::Status) -> String {
     let mut m = format!("{what}: {:?}: {}", s.code(), s.message());
     if let Some(src) = s.source() {
         m.push_str(": ");
-        m.push_str(&chain(src));
+        m.push_str(&crate::error_chain(src));
     }
     m
 }
@@ -242,10 +227,16 @@ async fn channel(o: &VerifyOptions) -> Result<Channel, String> {
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(15))
         .tls_config(tls)
-        .map_err(|e| format!("TLS config: {}", chain(&e)))?
+        .map_err(|e| format!("TLS config: {}", crate::error_chain(&e)))?
         .connect()
         .await
-        .map_err(|e| format!("cannot connect to the gateway at {}: {}", o.target, chain(&e)))
+        .map_err(|e| {
+            format!(
+                "cannot connect to the gateway at {}: {}",
+                o.target,
+                crate::error_chain(&e)
+            )
+        })
 }
 
 async fn reflection_list(o: &VerifyOptions) -> Result<String, String> {
@@ -464,7 +455,7 @@ pub async fn https(
         .map_err(|e| format!("TLS handshake with {} as {}: {e}", o.target, o.authority))?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
-        .map_err(|e| format!("HTTP/1.1 handshake: {}", chain(&e)))?;
+        .map_err(|e| format!("HTTP/1.1 handshake: {}", crate::error_chain(&e)))?;
     tokio::spawn(conn);
     let port = o.target.rsplit_once(':').map(|(_, p)| p).unwrap_or("443");
     let mut req = http::Request::builder()
@@ -480,13 +471,13 @@ pub async fn https(
     let resp = tokio::time::timeout(Duration::from_secs(20), send.send_request(req))
         .await
         .map_err(|_| format!("{method} {path}: no answer in 20 s"))?
-        .map_err(|e| format!("{method} {path}: {}", chain(&e)))?;
+        .map_err(|e| format!("{method} {path}: {}", crate::error_chain(&e)))?;
     let status = resp.status().as_u16();
     let (parts, body) = resp.into_parts();
     let body = body
         .collect()
         .await
-        .map_err(|e| format!("{method} {path}: body: {}", chain(&e)))?
+        .map_err(|e| format!("{method} {path}: body: {}", crate::error_chain(&e)))?
         .to_bytes();
     Ok(HttpsAnswer {
         status,
@@ -625,13 +616,13 @@ async fn jaeger_get(url: &str) -> Result<serde_json::Value, String> {
     let resp = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
         .await
         .map_err(|_| format!("Jaeger at {url} did not answer in 10 s"))?
-        .map_err(|e| format!("cannot reach Jaeger at {}: {}", url, chain(&e)))?;
+        .map_err(|e| format!("cannot reach Jaeger at {}: {}", url, crate::error_chain(&e)))?;
     let status = resp.status();
     let body = resp
         .into_body()
         .collect()
         .await
-        .map_err(|e| format!("Jaeger's answer: {}", chain(&e)))?
+        .map_err(|e| format!("Jaeger's answer: {}", crate::error_chain(&e)))?
         .to_bytes();
     let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         format!(

@@ -340,7 +340,14 @@ fn fault(cx: &mut Ctx, o: &Object, field: &str, v: &Value) -> Option<Fault> {
         Some(a) => {
             let status = match (a.http_status, a.grpc_status) {
                 (Some(h), None) => AbortStatus::Http(h),
-                (None, Some(g)) => AbortStatus::Grpc(g),
+                (None, Some(g)) => match crate::grpc::code_from_name(&g) {
+                    Some(code) => AbortStatus::Grpc(code),
+                    None => {
+                        let why = format!("{g:?} is not a gRPC status name (OK, CANCELLED, ..., UNAVAILABLE, ...)");
+                        cx.err(o, format!("{field}.abort.grpcStatus"), why);
+                        return None;
+                    }
+                },
                 _ => {
                     cx.err(o, format!("{field}.abort"), "set exactly one of httpStatus, grpcStatus");
                     return None;

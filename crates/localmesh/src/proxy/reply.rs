@@ -11,7 +11,12 @@ use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full};
 use tonic::Code;
 
-use super::ProxyBody;
+use std::sync::Arc;
+
+use super::endpoints::Endpoint;
+use super::metrics::ServiceName;
+use super::record::{Ctx, FinalAttempt, Record, Reply};
+use super::{Proxy, ProxyBody};
 
 /// Why the proxy answered instead of an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +41,6 @@ pub(crate) enum LocalReply {
     NoHealthyUpstream,
     /// The upstream connection failed (UF) or was reset (UR); `retried_out` adds URX.
     UpstreamFailure { connect: bool, retried_out: bool },
-    /// A retry had no request body left to send (UF).
-    BodyGone,
 }
 
 impl LocalReply {
@@ -49,10 +52,7 @@ impl LocalReply {
             LocalReply::FaultAbort { http, .. } => http,
             LocalReply::BadRequestBody => 400,
             LocalReply::Timeout => 504,
-            LocalReply::Overflow
-            | LocalReply::NoHealthyUpstream
-            | LocalReply::UpstreamFailure { .. }
-            | LocalReply::BodyGone => 503,
+            LocalReply::Overflow | LocalReply::NoHealthyUpstream | LocalReply::UpstreamFailure { .. } => 503,
         }
     }
 
@@ -80,8 +80,7 @@ impl LocalReply {
             LocalReply::UpstreamFailure {
                 connect: true,
                 retried_out: false,
-            }
-            | LocalReply::BodyGone => "UF",
+            } => "UF",
             LocalReply::UpstreamFailure {
                 connect: true,
                 retried_out: true,
@@ -131,6 +130,45 @@ fn percent_encode(msg: &str) -> String {
 
 /// What `grpc-message` percent-encodes: controls, `%` and everything outside printable ASCII.
 const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+impl Proxy {
+    /// A reply the proxy makes itself, before any upstream answered.
+    pub(crate) fn local(
+        &self,
+        ctx: Ctx,
+        service: Option<Arc<ServiceName>>,
+        ep: Option<Arc<Endpoint>>,
+        why: LocalReply,
+        msg: String,
+    ) -> Response<ProxyBody> {
+        self.local_after(ctx, service, ep, None, why, msg)
+    }
+
+    /// [`Proxy::local`] after a failed attempt on `ep`, so the metrics, access log and spans name
+    /// the pod.
+    pub(crate) fn local_after(
+        &self,
+        ctx: Ctx,
+        service: Option<Arc<ServiceName>>,
+        ep: Option<Arc<Endpoint>>,
+        attempt: Option<FinalAttempt>,
+        why: LocalReply,
+        msg: String,
+    ) -> Response<ProxyBody> {
+        let code = why.grpc();
+        let resp = response(ctx.grpc, why.http(), code, &msg);
+        let reply = Reply {
+            status: resp.status().as_u16(),
+            grpc_status: ctx.grpc.then(|| (code as i32).to_string()),
+            grpc_message: ctx.grpc.then_some(msg),
+            flags: why.flags().to_string(),
+        };
+        let mut record = Record::new(self.recorder.clone(), ctx, service, ep, reply);
+        record.attempt = attempt;
+        record.done(None, None);
+        resp
+    }
+}
 
 #[cfg(test)]
 mod tests {

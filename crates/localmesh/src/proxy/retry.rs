@@ -9,7 +9,9 @@
 //! gRPC tokens (`unavailable`, `cancelled`, ...) none, since they read a `grpc-status` that never
 //! came. Router docs: `x-envoy-retry-on` and `x-envoy-retry-grpc-on`.
 
-use super::grpc_name;
+use std::sync::Arc;
+
+use super::breaker::{Breaker, Retrying};
 use crate::model::{RetryOn, RetryPolicy};
 
 /// How one attempt at the upstream ended.
@@ -49,8 +51,8 @@ pub(crate) fn should_retry(policy: &RetryPolicy, grpc: bool, end: AttemptEnd) ->
 /// `gateway-error`, `retriable-4xx` (409) and bare status codes.
 fn retriable_response(policy: &RetryPolicy, grpc: bool, status: u16, grpc_status: Option<i32>) -> bool {
     if grpc
-        && let Some(name) = grpc_status.and_then(grpc_name)
-        && policy.retry_on.iter().any(|r| r.grpc_code() == Some(name))
+        && let Some(code) = grpc_status.filter(|c| (0..=16).contains(c)).map(tonic::Code::from_i32)
+        && policy.retry_on.iter().any(|r| r.grpc_code() == Some(code))
     {
         return true;
     }
@@ -70,6 +72,40 @@ fn sidecar_reply_is_retriable(policy: &RetryPolicy, grpc: bool) -> bool {
         retriable_response(policy, true, 200, Some(14))
     } else {
         retriable_response(policy, false, 503, None)
+    }
+}
+
+/// One request's retry budget: the endpoints tried, the retries left, and the retry in
+/// progress, counted against the cluster's `maxRetries` until the next attempt ends.
+pub(crate) struct Retries {
+    pub tried: Vec<u64>,
+    left: u32,
+    in_progress: Option<Retrying>,
+}
+
+impl Retries {
+    pub(crate) fn new(attempts: u32) -> Self {
+        Retries {
+            tried: Vec::new(),
+            left: attempts,
+            in_progress: None,
+        }
+    }
+
+    /// Takes a retry after a failed attempt on `endpoint`, if one is left and the cluster's
+    /// `maxRetries` allows it (else Envoy counts `upstream_rq_retry_overflow` and answers with the
+    /// failed attempt).
+    pub(crate) fn take(&mut self, breaker: &Arc<Breaker>, endpoint: u64) -> bool {
+        if self.left == 0 {
+            return false;
+        }
+        let Some(r) = breaker.retry() else {
+            return false;
+        };
+        self.in_progress = Some(r);
+        self.left -= 1;
+        self.tried.push(endpoint);
+        true
     }
 }
 
