@@ -168,9 +168,7 @@ impl Body for AttemptBody {
         // The source's own end counts at once: hyper then sends the last DATA frame with
         // END_STREAM instead of an empty one after it, which a server that has already answered
         // and reset the stream would take as a protocol error.
-        st.generation == self.generation
-            && self.next >= st.frames.len()
-            && (st.ended || st.source.is_end_stream())
+        st.generation == self.generation && self.next >= st.frames.len() && (st.ended || st.source.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -267,7 +267,7 @@ impl Proxy {
         self.serve_sidecar_hop(self.hop(HopKind::Sidecar(Some(Arc::from(host))), source), tcp)
     }
 
-    fn hop(&self, kind: HopKind, source: Arc<Identity>) -> Hop {
+    pub(super) fn hop(&self, kind: HopKind, source: Arc<Identity>) -> Hop {
         Hop {
             kind,
             tracing: self.mesh.proxy_tracing(&source.namespace, &source.labels),

@@ -33,6 +33,8 @@ mod reply;
 mod retry;
 mod route;
 mod spans;
+#[cfg(test)]
+mod tests;
 pub mod tls;
 mod upstream;
 

@@ -215,6 +215,88 @@ mod tests {
         }
     }
 
+    /// A server on port 0 that answers every request with the host it was asked for.
+    async fn host_echo() -> SocketAddr {
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = tcp.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = tcp.accept().await {
+                let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let host = req
+                        .uri()
+                        .authority()
+                        .map(|a| a.to_string())
+                        .or_else(|| {
+                            req.headers()
+                                .get("host")
+                                .and_then(|h| h.to_str().ok())
+                                .map(str::to_string)
+                        })
+                        .unwrap_or_default();
+                    Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                        host,
+                    ))))
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                tokio::spawn(async move {
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    builder.serve_connection(io, svc).await.ok();
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn the_pod_is_dialled_and_the_clients_host_kept_over_http2_and_http1() {
+        use tower::ServiceExt as _;
+        let pod = host_echo().await;
+        let clients = Clients::new(Duration::from_secs(60));
+        for http2 in [true, false] {
+            let mut req = Request::get("http://shop.example:8080/products")
+                .header("host", "shop.example:8080")
+                .body(http_body_util::Empty::new().map_err(|e| match e {}).boxed_unsync())
+                .expect("request");
+            if http2 {
+                req.headers_mut().remove("host");
+                *req.version_mut() = http::Version::HTTP_2;
+            }
+            req.extensions_mut().insert(Dial {
+                addr: pod,
+                http2,
+                connect_timeout: Duration::from_secs(1),
+            });
+            let resp = clients.clone().oneshot(req).await.expect("the pod answers");
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            assert_eq!(
+                &body[..],
+                b"shop.example:8080",
+                "http2={http2}: the pod saw the client's host"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_connect_failure() {
+        use tower::ServiceExt as _;
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = closed.local_addr().expect("addr");
+        drop(closed);
+        let mut req = Request::get("http://shop.example/")
+            .body(http_body_util::Empty::new().map_err(|e| match e {}).boxed_unsync())
+            .expect("request");
+        req.extensions_mut().insert(Dial {
+            addr,
+            http2: true,
+            connect_timeout: Duration::from_secs(1),
+        });
+        let err = Clients::new(Duration::from_secs(60))
+            .oneshot(req)
+            .await
+            .expect_err("nothing listens");
+        assert_eq!(err.end(), AttemptEnd::ConnectFailure, "{err}");
+    }
+
     #[test]
     fn refused_streams_are_read_from_the_http2_error_type() {
         let h2 = |r: h2::Reason| Wrapped("client error (SendRequest)", Some(Box::new(h2::Error::from(r))));
