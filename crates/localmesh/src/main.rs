@@ -149,7 +149,11 @@ fn main() -> ExitCode {
                 ready_timeout: std::time::Duration::from_secs(ready_timeout_secs),
                 connections,
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .on_thread_park(|| telemetry::release_free_memory(std::time::Duration::from_secs(1)))
+                .build();
+            let rt = match rt {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("localmesh: cannot start the runtime: {e}");

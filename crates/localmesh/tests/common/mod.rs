@@ -165,6 +165,22 @@ impl Up {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident anonymous memory now (heap and stacks, not the pages of its binary, which
+    /// grow with the code a test happens to run), in KiB (`RssAnon`).
+    pub fn anon_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("RssAnon:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("RssAnon")
+    }
+
     /// SIGTERM; waits up to 20 s for the exit.
     pub fn stop(&mut self) -> ExitStatus {
         // SAFETY: signalling the localmesh process this test started.
