@@ -22,44 +22,21 @@ pub fn is_upstream_error(status: &str) -> bool {
     )
 }
 
-/// A status code by its canonical name (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, ...), as Istio's
-/// validator accepts a fault's `abort.grpcStatus` (`SupportedGRPCStatus` in istio
-/// `pkg/config/validation`): exact, upper case, no fallback.
-pub fn code_from_name(name: &str) -> Option<Code> {
-    (0..=16).map(Code::from_i32).find(|c| name_of(*c) == name)
-}
-
-/// The canonical name of a code, as the gRPC specification writes it.
-pub fn name_of(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
+/// A status code by its canonical name (`UNAVAILABLE`, ...), as Istio's validator accepts a
+/// fault's `abort.grpcStatus` (`SupportedGRPCStatus` in istio `pkg/config/validation`): exact,
+/// upper case, no fallback.
+pub use telemetry::grpc::code_from_name;
+/// The canonical name of a code.
+pub use telemetry::grpc::name_of;
 
 /// A `grpc-status` value as a code; `None` for anything but 0 to 16 (never a silent UNKNOWN).
 pub fn parse_status(value: &str) -> Option<Code> {
-    value
-        .trim()
-        .parse::<i32>()
-        .ok()
-        .filter(|n| (0..=16).contains(n))
-        .map(Code::from_i32)
+    value.trim().parse::<i32>().ok().and_then(from_number)
+}
+
+/// A status number as a code; `None` outside 0 to 16 (tonic's `from_i32` would say UNKNOWN).
+pub fn from_number(n: i32) -> Option<Code> {
+    (0..=16).contains(&n).then(|| Code::from_i32(n))
 }
 
 /// The gRPC status for an HTTP status, as Envoy maps its local replies and HTTP answers to gRPC

@@ -32,11 +32,11 @@ fn k8s_chars(mut n: u64, len: usize) -> String {
 /// A pod name as a ReplicaSet makes one: `<deployment>-<pod-template-hash>-<suffix>`; the hash
 /// is stable for `template`, the suffix random.
 pub fn replica_name(deployment: &str, template: &impl std::hash::Hash) -> String {
-    use std::hash::{BuildHasher, Hasher};
+    use std::hash::Hasher;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     deployment.hash(&mut h);
     template.hash(&mut h);
-    let suffix = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let suffix: u64 = rand::random();
     format!("{deployment}-{}-{}", k8s_chars(h.finish(), 10), k8s_chars(suffix, 5))
 }
 

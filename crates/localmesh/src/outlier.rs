@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use tonic::Code;
+
 use crate::model::OutlierConfig;
 
 /// Envoy's `max_ejection_time` default: repeated ejections grow no longer than this.
@@ -32,18 +34,19 @@ impl Outcome {
             Outcome::Http(s) => s,
             Outcome::ConnectFailure => 503,
             Outcome::Timeout => 504,
-            Outcome::Grpc(code) => match code {
-                0 => 200,
-                1 => 499,
-                3 | 9 | 11 => 400,
-                4 => 504,
-                5 => 404,
-                6 | 10 => 409,
-                7 => 403,
-                8 => 429,
-                12 => 501,
-                14 => 503,
-                16 => 401,
+            // Envoy's `Grpc::Utility::grpcToHttpStatus` (envoy `source/common/grpc/status.cc`).
+            Outcome::Grpc(code) => match crate::grpc::from_number(code) {
+                Some(Code::Ok) => 200,
+                Some(Code::Cancelled) => 499,
+                Some(Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange) => 400,
+                Some(Code::DeadlineExceeded) => 504,
+                Some(Code::NotFound) => 404,
+                Some(Code::AlreadyExists | Code::Aborted) => 409,
+                Some(Code::PermissionDenied) => 403,
+                Some(Code::ResourceExhausted) => 429,
+                Some(Code::Unimplemented) => 501,
+                Some(Code::Unavailable) => 503,
+                Some(Code::Unauthenticated) => 401,
                 _ => 500,
             },
         }

@@ -221,6 +221,36 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The canonical name of a status code, as the gRPC specification writes it (`UNAVAILABLE`):
+/// the one table of names in the workspace.
+pub fn name_of(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A status code by its canonical name, exactly ([`name_of`]'s inverse); `None` for anything else.
+pub fn code_from_name(name: &str) -> Option<tonic::Code> {
+    (0..=16).map(tonic::Code::from_i32).find(|c| name_of(*c) == name)
+}
+
 /// The go-grpc-prometheus names of the status codes, for the `grpc_code` label.
 pub fn code_name(code: i32) -> &'static str {
     match code {

@@ -68,7 +68,7 @@ pub fn parse_code(raw: &str) -> Result<Code, String> {
     (1..=16)
         .map(Code::from_i32)
         .find(|c| {
-            let name: String = format!("{c:?}").to_ascii_lowercase();
+            let name = telemetry::grpc::name_of(*c).replace('_', "").to_ascii_lowercase();
             name == wanted || (wanted == "canceled" && *c == Code::Cancelled)
         })
         .ok_or_else(|| format!("unknown gRPC code {raw:?}: use a number from 1 to 16 or a name such as UNAVAILABLE"))

@@ -51,7 +51,7 @@ pub(crate) fn should_retry(policy: &RetryPolicy, grpc: bool, end: AttemptEnd) ->
 /// `gateway-error`, `retriable-4xx` (409) and bare status codes.
 fn retriable_response(policy: &RetryPolicy, grpc: bool, status: u16, grpc_status: Option<i32>) -> bool {
     if grpc
-        && let Some(code) = grpc_status.filter(|c| (0..=16).contains(c)).map(tonic::Code::from_i32)
+        && let Some(code) = grpc_status.and_then(crate::grpc::from_number)
         && policy.retry_on.iter().any(|r| r.grpc_code() == Some(code))
     {
         return true;
