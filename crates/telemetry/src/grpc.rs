@@ -199,26 +199,11 @@ fn grpc_status(h: &HeaderMap) -> Option<i32> {
 
 fn grpc_message(h: &HeaderMap) -> Option<String> {
     let raw = h.get("grpc-message")?.to_str().ok()?;
-    Some(percent_decode(raw))
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    Some(
+        percent_encoding::percent_decode_str(raw)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
 /// The canonical name of a status code, as the gRPC specification writes it (`UNAVAILABLE`):
@@ -580,7 +565,12 @@ mod tests {
             ("product.ProductService".into(), "GetProduct".into())
         );
         assert_eq!(code_name(5), "NotFound");
-        assert_eq!(percent_decode("a%20b%3B"), "a b;");
-        assert_eq!(percent_decode("100%"), "100%");
+        let msg = |raw: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-message", http::HeaderValue::from_static(raw));
+            grpc_message(&h)
+        };
+        assert_eq!(msg("a%20b%3B").as_deref(), Some("a b;"));
+        assert_eq!(msg("100%").as_deref(), Some("100%"));
     }
 }

@@ -7,8 +7,8 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Response, StatusCode, header};
-use http_body_util::{BodyExt, Empty, Full};
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
 use tonic::Code;
 
 use std::sync::Arc;
@@ -100,14 +100,9 @@ impl LocalReply {
 /// The response for a local reply: trailers-only for gRPC, plain text for HTTP.
 pub(crate) fn response(grpc: bool, http: u16, code: Code, msg: &str) -> Response<ProxyBody> {
     if grpc {
-        let mut resp = Response::new(Empty::new().map_err(|e: Infallible| match e {}).boxed_unsync());
-        let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        h.insert(HeaderName::from_static("grpc-status"), HeaderValue::from(code as i32));
-        if let Ok(v) = HeaderValue::from_str(&percent_encode(msg)) {
-            h.insert(HeaderName::from_static("grpc-message"), v);
-        }
-        resp
+        // tonic writes the trailers-only answer: content-type, grpc-status, and grpc-message
+        // percent-encoded as the gRPC HTTP/2 protocol asks.
+        tonic::Status::new(code, msg).into_http()
     } else {
         let mut resp = Response::new(
             Full::new(Bytes::from(format!("{msg}\n")))
@@ -122,14 +117,6 @@ pub(crate) fn response(grpc: bool, http: u16, code: Code, msg: &str) -> Response
         resp
     }
 }
-
-/// gRPC's `grpc-message` encoding: printable ASCII except `%` as is, the rest percent-encoded.
-fn percent_encode(msg: &str) -> String {
-    percent_encoding::utf8_percent_encode(msg, GRPC_MESSAGE).to_string()
-}
-
-/// What `grpc-message` percent-encodes: controls, `%` and everything outside printable ASCII.
-const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
 
 impl Proxy {
     /// A reply the proxy makes itself, before any upstream answered.
@@ -176,9 +163,17 @@ mod tests {
 
     #[test]
     fn grpc_messages_are_percent_encoded() {
-        assert_eq!(percent_encode("no route for /a 100%"), "no route for /a 100%25");
-        assert_eq!(percent_encode("é"), "%C3%A9");
-        assert_eq!(percent_encode("tab\there"), "tab%09here");
+        for m in ["no route for /a 100%", "é", "tab\there"] {
+            let resp = response(true, 503, Code::Unavailable, m);
+            let raw = resp.headers()["grpc-message"].to_str().expect("ASCII");
+            assert!(raw.is_ascii() && !raw.contains('\t'), "{raw:?}");
+            let status = tonic::Status::from_header_map(resp.headers()).expect("a status");
+            assert_eq!(
+                (status.code(), status.message()),
+                (Code::Unavailable, m),
+                "as a client reads it"
+            );
+        }
     }
 
     #[test]
@@ -208,7 +203,8 @@ mod tests {
         let r = response(true, 503, Code::Unavailable, "no healthy upstream");
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["grpc-status"], "14");
-        assert_eq!(r.headers()["grpc-message"], "no healthy upstream");
+        let status = tonic::Status::from_header_map(r.headers()).expect("a status");
+        assert_eq!(status.message(), "no healthy upstream");
         let r = response(false, 503, Code::Unavailable, "no healthy upstream");
         assert_eq!(r.status(), 503);
     }
