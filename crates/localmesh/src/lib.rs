@@ -18,6 +18,7 @@ pub mod outlier;
 pub mod pods;
 pub mod proxy;
 pub mod select;
+pub mod size;
 pub mod stats;
 mod summary;
 pub mod tap;

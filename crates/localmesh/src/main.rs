@@ -58,10 +58,10 @@ enum Command {
         #[arg(long, default_value_t = localmesh::trace::store::DEFAULT_MAX_TRACES, value_parser = clap::value_parser!(u64).range(1..=10_000_000).map(|n| n as usize))]
         max_traces: usize,
         /// The console's memory for spans, e.g. 64MiB (the oldest traces go first).
-        #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+        #[arg(long, default_value = "64MiB", value_parser = localmesh::size::parse_at_least_1mib)]
         max_trace_bytes: usize,
         /// The largest OTLP export request the receiver takes, e.g. 4MiB.
-        #[arg(long, default_value = "4MiB", value_parser = parse_bytes)]
+        #[arg(long, default_value = "4MiB", value_parser = localmesh::size::parse_at_least_1mib)]
         otlp_max_message: usize,
         /// Finished proxy spans waiting to be exported (with OTEL_EXPORTER_OTLP_ENDPOINT); beyond
         /// it they are dropped.
@@ -73,6 +73,10 @@ enum Command {
         /// How long every pod gets to become ready.
         #[arg(long, default_value_t = 60)]
         ready_timeout_secs: u64,
+        /// Each worker thread gives the allocator's free memory back to the system when idle, at
+        /// most this often, e.g. 1s (Envoy's `memory_allocator_manager.memory_release_interval`).
+        #[arg(long, default_value = "1s", value_parser = localmesh::duration::parse_positive)]
+        memory_release_interval: std::time::Duration,
         #[command(flatten)]
         connections: localmesh::proxy::listen::Limits,
     },
@@ -88,26 +92,6 @@ enum Command {
     Top(localmesh::viz::top::TopArgs),
     /// Requests as they pass a running `localmesh up`'s gateway and sidecars, one line each.
     Tap(localmesh::viz::tap::TapArgs),
-}
-
-/// A size such as `64MiB`, `512KiB`, `1GiB` or a plain number of bytes.
-fn parse_bytes(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: usize = n.parse().map_err(|_| format!("{s:?} is not a size such as 64MiB"))?;
-    let mult = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" | "KB" => 1 << 10,
-        "MiB" | "M" | "MB" => 1 << 20,
-        "GiB" | "G" | "GB" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?}: use B, KiB, MiB or GiB")),
-    };
-    let bytes = n.checked_mul(mult).ok_or_else(|| format!("{s} is too large"))?;
-    if bytes < 1 << 20 {
-        return Err(format!("{s} is below the minimum of 1MiB"));
-    }
-    Ok(bytes)
 }
 
 fn main() -> ExitCode {
@@ -127,6 +111,7 @@ fn main() -> ExitCode {
             span_queue,
             tap_buffer,
             ready_timeout_secs,
+            memory_release_interval,
             connections,
         } => {
             let mut opts = localmesh::up::UpOptions {
@@ -151,7 +136,7 @@ fn main() -> ExitCode {
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
-                .on_thread_park(|| telemetry::release_free_memory(std::time::Duration::from_secs(1)))
+                .on_thread_park(move || telemetry::release_free_memory(memory_release_interval))
                 .build();
             let rt = match rt {
                 Ok(rt) => rt,

@@ -1069,7 +1069,9 @@ async fn h2_post(env: &Env, path: &str) -> (u16, Option<String>, Option<String>)
         .expect("request");
     let resp = sender.send_request(req).await.expect("response");
     let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
-    (resp.status().as_u16(), header("grpc-status"), header("grpc-message"))
+    // The message as a gRPC client reads it (percent-decoded).
+    let message = tonic::Status::from_header_map(resp.headers()).map(|s| s.message().to_string());
+    (resp.status().as_u16(), header("grpc-status"), message)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

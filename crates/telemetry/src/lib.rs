@@ -33,7 +33,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Returns the calling thread's free allocator memory to the OS, at most once per `every` per
 /// thread (a cheap clock read otherwise): for a runtime's `on_thread_park`, so that what a
 /// flood of connections allocated on one worker and freed on another does not stay resident.
-/// Envoy does the same with tcmalloc (`memory_allocator_manager.memory_release_interval`).
+/// Envoy can do the same with tcmalloc (bootstrap `memory_allocator_manager`: `bytes_to_release`
+/// every `memory_release_interval`, 1 s by default; envoy `source/common/memory/stats.cc`,
+/// `AllocatorManager`).
 pub fn release_free_memory(every: std::time::Duration) {
     use std::cell::Cell;
     use std::time::Instant;

@@ -42,11 +42,11 @@ pub struct Limits {
     /// How long a keepalive PING may go unanswered, e.g. 20s.
     #[arg(long = "http2-keepalive-timeout", default_value = "20s", value_parser = crate::duration::parse_positive)]
     pub http2_keepalive_timeout: Duration,
-    /// How much of a request body is kept so that a retry can send it again, e.g. 1Mi (bytes, or
-    /// Ki, Mi, Gi). A request whose body grows past it is still forwarded, but never retried:
+    /// How much of a request body is kept so that a retry can send it again, e.g. 1MiB (bytes, or
+    /// KiB, MiB, GiB). A request whose body grows past it is still forwarded, but never retried:
     /// Envoy's `per_request_buffer_limit_bytes`, which defaults to the listener's 1 MiB buffer
     /// limit.
-    #[arg(long = "per-request-buffer-limit", default_value = "1Mi", value_parser = parse_size)]
+    #[arg(long = "per-request-buffer-limit", default_value = "1MiB", value_parser = crate::size::parse)]
     pub per_request_buffer: usize,
 }
 
@@ -63,25 +63,6 @@ impl Default for Limits {
             per_request_buffer: 1 << 20,
         }
     }
-}
-
-/// A size in bytes: a number, or a number with Ki, Mi or Gi.
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, ""),
-    };
-    let shift = match unit {
-        "" => 0,
-        "Ki" => 10,
-        "Mi" => 20,
-        "Gi" => 30,
-        _ => return Err(format!("{s:?}: the unit must be Ki, Mi or Gi (or none, for bytes)")),
-    };
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("{s:?}: a size is a whole number of bytes, e.g. 1048576 or 1Mi"))?;
-    n.checked_mul(1 << shift).ok_or_else(|| format!("{s:?}: too large"))
 }
 
 /// Half the soft `RLIMIT_NOFILE`, between 64 and 10000.
@@ -180,15 +161,5 @@ mod tests {
     fn the_default_cap_follows_the_file_limit() {
         let n = default_max_connections();
         assert!((64..=10_000).contains(&n), "{n}");
-    }
-
-    #[test]
-    fn sizes_are_read_in_bytes_or_binary_units() {
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        assert_eq!(parse_size("32Ki"), Ok(32 << 10));
-        assert_eq!(parse_size("1Mi"), Ok(1 << 20));
-        assert_eq!(parse_size("0"), Ok(0));
-        assert!(parse_size("1MB").unwrap_err().contains("Ki, Mi or Gi"));
-        assert!(parse_size("").is_err());
     }
 }
