@@ -56,18 +56,6 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// An error with its sources, each once: the one formatter for error chains (tonic's transport
-/// error alone says only "transport error", hyper's client error only "client error").
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let cs = c.to_string();
-        if !s.contains(&cs) {
-            s.push_str(": ");
-            s.push_str(&cs);
-        }
-        src = c.source();
-    }
-    s
-}
+/// The one formatter for error chains (tonic's transport error alone says only "transport
+/// error", hyper's client error only "client error").
+pub use telemetry::error_chain;

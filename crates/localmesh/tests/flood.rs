@@ -17,17 +17,7 @@ use common::{HOST, Up};
 type Client = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
 fn tls(up: &Up) -> tokio_rustls::TlsConnector {
-    let ca = std::fs::read(up.root.join("gateway/certs/ca.crt")).expect("ca.crt");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&ca) {
-        roots.add(cert.expect("CA PEM")).expect("CA cert");
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = common::tls_client(&up.root.join("gateway/certs/ca.crt"), &[b"http/1.1"]);
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 

@@ -1,6 +1,8 @@
 //! The data plane over real sockets: the REAL repo manifests, in-process product servers on port 0
 //! registered as endpoints, the TLS gateway and the h2c sidecar listener, and tonic clients.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -600,18 +602,7 @@ fn add_frontend_pod(env: &Env, pod: &str, addr: std::net::SocketAddr) {
 
 /// A rustls client trusting the environment's local CA, offering `alpn`.
 fn tls_client(env: &Env, alpn: &[&[u8]]) -> rustls::ClientConfig {
-    let ca = std::fs::read(&env.ca.ca_cert).expect("ca.crt");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&ca) {
-        roots.add(cert.expect("CA PEM")).expect("CA cert");
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config
+    common::tls_client(&env.ca.ca_cert, alpn)
 }
 
 /// A TLS connection to the gateway offering one ALPN protocol.

@@ -30,6 +30,22 @@ pub use env::ConfigError;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// An error with its sources, joined with ": ", each message once: the one formatter for error
+/// chains in the workspace (a transport error alone often says only "transport error").
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        src = s.source();
+    }
+    out
+}
+
 /// Returns the calling thread's free allocator memory to the OS, at most once per `every` per
 /// thread (a cheap clock read otherwise): for a runtime's `on_thread_park`, so that what a
 /// flood of connections allocated on one worker and freed on another does not stay resident.

@@ -209,20 +209,7 @@ pub fn describe_status(status: &Status) -> String {
     out
 }
 
-/// An error and its sources, joined with ": ", each message once.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let msg = s.to_string();
-        if !out.contains(&msg) {
-            out.push_str(": ");
-            out.push_str(&msg);
-        }
-        src = s.source();
-    }
-    out
-}
+pub use telemetry::error_chain;
 
 pub use telemetry::grpc::name_of as code_name;
 

@@ -18,6 +18,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A TLS client that trusts the CA in the PEM file `ca` and offers `alpn`.
+pub fn tls_client(ca: &Path, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let ca = std::fs::read(ca).expect("ca.crt");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&ca) {
+        roots.add(cert.expect("CA PEM")).expect("CA cert");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
