@@ -176,17 +176,7 @@ async fn prometheus_text(State(s): State<Shared>) -> Response {
 
 async fn clusters(State(s): State<Shared>) -> Response {
     let mut body = String::new();
-    let ejected = s.proxy.ejected();
-    for ep in s.proxy.endpoints().all() {
-        // Envoy's health flags (`HostUtility::healthFlagsToString`, envoy
-        // `source/common/upstream/host_utility.cc`): `healthy`, or the failed checks in its
-        // order; a pod that is not ready is one its endpoint discovery marks unhealthy.
-        let health = match (ep.is_healthy(), ejected.contains(&ep.id)) {
-            (true, false) => "healthy",
-            (true, true) => "/failed_outlier_check",
-            (false, false) => "/failed_eds_health",
-            (false, true) => "/failed_outlier_check/failed_eds_health",
-        };
+    for (ep, health) in s.proxy.endpoint_health() {
         let _ = writeln!(
             body,
             "{}::{}::pod::{}::version::{}::health_flags::{health}::rq_active::{}",

@@ -182,6 +182,14 @@ async fn a_stopped_product_v1_pod_is_ejected_under_load_and_returns_when_resumed
         "the line names the stopped pod: {logged}"
     );
 
+    // The console's graph page lists it as ejected.
+    let page = common::admin_get(up.console, "/graph").await;
+    let row = page
+        .split("<tr>")
+        .find(|r| r.contains(&format!("<td>{victim}</td>")))
+        .unwrap_or_else(|| panic!("{victim} in the console's pods"));
+    assert!(row.contains("<b>ejected</b>"), "{row}");
+
     // While it stays stopped, calls are served by the others.
     let channel = common::gateway_channel(&root, up.gateway).await;
     let mut client = ProductServiceClient::new(channel);

@@ -139,7 +139,12 @@ async fn graph_page(State(s): State<Shared>, Query(q): Query<Vec<(String, String
     };
     html(
         StatusCode::OK,
-        pages::graph(&stats::graph(&s.window, window), window, problem.as_deref()),
+        pages::graph(
+            &stats::graph(&s.window, window),
+            window,
+            problem.as_deref(),
+            &pages::pods(&s.proxy.endpoint_health()),
+        ),
     )
 }
 

@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::ListFilter;
+use crate::proxy::Endpoint;
 use crate::stats::Graph;
 use crate::trace::jaeger::trace_id_text;
 use crate::trace::span::{Span, Value};
@@ -56,6 +58,33 @@ fn page(title: &str, active: &str, body: &str) -> String {
         nav("/traces", "Traces"),
         nav("/graph", "Graph"),
     )
+}
+
+/// The pods behind the graph and their health as `/clusters` writes it: an ejected pod reads
+/// `/failed_outlier_check`, one that is not ready `/failed_eds_health`.
+pub fn pods(rows: &[(Arc<Endpoint>, &'static str)]) -> String {
+    let mut b = String::from(
+        "<h2>Pods</h2><table><tr><th>pod</th><th>workload</th><th>version</th><th>address</th>\
+         <th>health</th><th>requests open</th></tr>",
+    );
+    for (ep, health) in rows {
+        let shown = match *health {
+            "healthy" => "healthy".to_string(),
+            h if h.contains("outlier") => format!("<b>ejected</b> ({h})"),
+            h => format!("not ready ({h})"),
+        };
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{shown}</td><td>{}</td></tr>",
+            esc(&ep.pod),
+            esc(&ep.workload.to_string()),
+            esc(ep.version()),
+            ep.addr,
+            ep.in_flight()
+        );
+    }
+    b.push_str("</table>");
+    b
 }
 
 /// A page with one message (errors, not found).
@@ -306,7 +335,7 @@ pub fn trace(t: &Trace) -> String {
 
 /// The versioned service graph as SVG: nodes in columns by distance from the callers nobody
 /// calls (the gateway first), edges labelled with requests/s, error % and p99.
-pub fn graph(g: &Graph, window: Duration, problem: Option<&str>) -> String {
+pub fn graph(g: &Graph, window: Duration, problem: Option<&str>, pods: &str) -> String {
     let mut b = format!(
         "<meta http-equiv=refresh content=5><h1>Service graph</h1><p class=muted>Requests over the last {}s \
          (istio_requests_total and istio_request_duration_milliseconds, reporter=source); refreshes every 5 s. \
@@ -320,6 +349,7 @@ pub fn graph(g: &Graph, window: Duration, problem: Option<&str>) -> String {
     }
     if g.edges.is_empty() {
         b.push_str("<p>No traffic in this window yet: send some requests through the gateway.</p>");
+        b.push_str(pods);
         return page("Graph", "Graph", &b);
     }
     // Columns: the longest call chain from a node nobody calls (the gateway first), the same for
@@ -456,6 +486,7 @@ pub fn graph(g: &Graph, window: Duration, problem: Option<&str>) -> String {
         );
     }
     b.push_str("</table>");
+    b.push_str(pods);
     page("Graph", "Graph", &b)
 }
 

@@ -235,4 +235,24 @@ impl Proxy {
     pub fn ejected(&self) -> std::collections::HashSet<u64> {
         self.balance.ejected()
     }
+
+    /// Every endpoint with its health as Envoy's admin writes it (`HostUtility::healthFlagsToString`,
+    /// envoy `source/common/upstream/host_utility.cc`): `healthy`, or the failed checks in its
+    /// order; a pod that is not ready is one its endpoint discovery marks unhealthy.
+    pub fn endpoint_health(&self) -> Vec<(Arc<Endpoint>, &'static str)> {
+        let ejected = self.ejected();
+        self.endpoints
+            .all()
+            .into_iter()
+            .map(|ep| {
+                let health = match (ep.is_healthy(), ejected.contains(&ep.id)) {
+                    (true, false) => "healthy",
+                    (true, true) => "/failed_outlier_check",
+                    (false, false) => "/failed_eds_health",
+                    (false, true) => "/failed_outlier_check/failed_eds_health",
+                };
+                (ep, health)
+            })
+            .collect()
+    }
 }
