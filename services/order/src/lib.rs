@@ -4,6 +4,7 @@
 //! wrapper; tests start it in-process with [`spawn`].
 
 pub mod config;
+mod deadline;
 mod health;
 pub mod payments;
 mod pricing;

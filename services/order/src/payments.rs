@@ -2,7 +2,7 @@
 //! `Idempotency-Key` derived from the order, so every attempt for one order
 //! (retries, racing duplicates) is the same charge at the provider.
 
-use std::{error::Error as _, time::Duration};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
@@ -21,9 +21,13 @@ pub enum Outcome {
     Failed {
         reason: String,
     },
-    /// No answer, or an answer that settles nothing (5xx, 429, timeout):
+    /// An answer that settles nothing (5xx, 429), or none (refused, reset):
     /// the charge may or may not exist. Only a retry with the same key tells.
     Unknown {
+        why: String,
+    },
+    /// No (complete) answer within the attempt's time: unknown too.
+    TimedOut {
         why: String,
     },
 }
@@ -33,7 +37,7 @@ impl Outcome {
         match self {
             Self::Paid { .. } => "paid",
             Self::Failed { .. } => "failed",
-            Self::Unknown { .. } => "unknown",
+            Self::Unknown { .. } | Self::TimedOut { .. } => "unknown",
         }
     }
 }
@@ -78,10 +82,14 @@ impl Payments {
         &self.base
     }
 
-    /// One attempt, bounded by PAYMENT_TIMEOUT_MS and by `budget` (what the
-    /// caller's deadline leaves).
-    pub async fn charge(&self, order: &Order, incoming: &MetadataMap, budget: Option<Duration>) -> Outcome {
-        let timeout = budget.map_or(self.timeout, |b| b.min(self.timeout));
+    /// PAYMENT_TIMEOUT_MS: the most one attempt is given.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// One attempt, bounded by `timeout` (PAYMENT_TIMEOUT_MS, or less when
+    /// the caller's deadline is closer).
+    pub async fn charge(&self, order: &Order, incoming: &MetadataMap, timeout: Duration) -> Outcome {
         let url = format!("{}/v1/charges", self.base);
         let span = tracing::info_span!(
             "POST /v1/charges",
@@ -122,22 +130,30 @@ impl Payments {
         let res = match sent {
             Ok(r) => r,
             Err(e) if e.is_timeout() => {
-                return Outcome::Unknown {
+                return Outcome::TimedOut {
                     why: format!("no answer within {} ms", timeout.as_millis()),
                 };
             }
-            Err(e) => return Outcome::Unknown { why: chain(&e) },
+            Err(e) => {
+                return Outcome::Unknown {
+                    why: telemetry::error_chain(&e),
+                };
+            }
         };
         let status = res.status();
         span.record("http.response.status_code", status.as_u16());
         let answer: Answer = match res.bytes().instrument(span).await {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
             Err(e) if e.is_timeout() => {
-                return Outcome::Unknown {
+                return Outcome::TimedOut {
                     why: format!("no complete answer within {} ms", timeout.as_millis()),
                 };
             }
-            Err(e) => return Outcome::Unknown { why: chain(&e) },
+            Err(e) => {
+                return Outcome::Unknown {
+                    why: telemetry::error_chain(&e),
+                };
+            }
         };
         classify(status.as_u16(), answer)
     }
@@ -173,17 +189,6 @@ fn describe(a: &Answer, default: &str) -> String {
     } else {
         format!("{code}: {}", a.detail)
     }
-}
-
-/// The error and its causes ("error sending request: ... connection refused").
-fn chain(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    out
 }
 
 /// 19_990_000 → "19.99": the provider's decimal amount.

@@ -2,11 +2,7 @@
 //! GetProduct that carries the caller's trace, request id and routing
 //! headers and no more time than the caller has left.
 
-use std::{
-    collections::HashMap,
-    error::Error as _,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, error::Error as _, time::Duration};
 
 use futures_util::future::join_all;
 use proto::{
@@ -16,7 +12,13 @@ use proto::{
 use tonic::{Code, Request, Status, metadata::MetadataMap, transport::Channel};
 use tracing::{Instrument, field::Empty};
 
-use crate::request::Item;
+use crate::{
+    deadline::{self, Budget},
+    request::Item,
+};
+
+/// What a failed pricing leaves behind.
+const NOTHING_DONE: &str = "nothing was stored or charged";
 
 /// What ProductService said about one product.
 #[derive(Debug, Clone)]
@@ -49,12 +51,12 @@ impl Pricing {
     }
 
     /// Prices every distinct product of `items` concurrently, all within
-    /// `deadline`. The error names the first failing line.
+    /// `budget`. The error names the first failing line.
     pub async fn price(
         &self,
         items: &[Item],
         incoming: &MetadataMap,
-        deadline: Instant,
+        budget: &Budget,
     ) -> Result<HashMap<String, Priced>, Status> {
         let mut first_line: Vec<(&str, usize)> = Vec::new();
         for (i, it) in items.iter().enumerate() {
@@ -64,7 +66,7 @@ impl Pricing {
         }
         let calls = first_line
             .iter()
-            .map(|(id, line)| self.get_product(id, *line, incoming, deadline));
+            .map(|(id, line)| self.get_product(id, *line, incoming, budget));
         let results = join_all(calls).await;
         let mut priced = HashMap::with_capacity(results.len());
         for ((id, _), r) in first_line.iter().zip(results) {
@@ -78,12 +80,12 @@ impl Pricing {
         id: &str,
         line: usize,
         incoming: &MetadataMap,
-        deadline: Instant,
+        budget: &Budget,
     ) -> Result<Priced, Status> {
         let field = format!("items[{line}].product_id");
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        let remaining = budget.remaining();
         if remaining.is_zero() {
-            return Err(self.deadline_exceeded(remaining));
+            return Err(self.deadline_exceeded(budget));
         }
         let span = tracing::info_span!(
             "product.ProductService/GetProduct",
@@ -114,7 +116,7 @@ impl Pricing {
             Ok(r) => r,
             Err(_) => {
                 span.record("rpc.grpc.status_code", Code::DeadlineExceeded as i32);
-                return Err(self.deadline_exceeded(remaining));
+                return Err(self.deadline_exceeded(budget));
             }
         };
         let code = res.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
@@ -130,8 +132,10 @@ impl Pricing {
                     s.message()
                 )));
             }
-            Err(s) if matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled) => {
-                return Err(self.deadline_exceeded(remaining));
+            Err(s) if s.code() == Code::DeadlineExceeded => return Err(self.deadline_exceeded(budget)),
+            // tonic's client reports its own expired grpc-timeout as CANCELLED.
+            Err(s) if s.code() == Code::Cancelled && budget.is_spent() => {
+                return Err(self.deadline_exceeded(budget));
             }
             Err(s) => return Err(self.unavailable(&s)),
         };
@@ -151,27 +155,19 @@ impl Pricing {
 
     fn unavailable(&self, s: &Status) -> Status {
         let mut why = format!("{:?}: {}", s.code(), s.message());
-        // tonic nests the same words several times ("tcp connect error:
-        // transport error: tcp connect error: ..."): keep each cause once.
-        let mut source = s.source();
-        while let Some(e) = source {
-            let text = e.to_string();
-            if !why.contains(&text) {
-                why.push_str(&format!(": {text}"));
+        // tonic nests the same words several times ("tcp connect error: transport error: tcp
+        // connect error: ..."): the one chain formatter keeps each cause once.
+        if let Some(source) = s.source() {
+            let chain = telemetry::error_chain(source);
+            if !why.contains(&chain) {
+                why.push_str(": ");
+                why.push_str(&chain);
             }
-            source = e.source();
         }
-        Status::unavailable(format!(
-            "product-service ({}): {why}; nothing was stored or charged",
-            self.addr
-        ))
+        Status::unavailable(format!("product-service ({}): {why}; {NOTHING_DONE}", self.addr))
     }
 
-    fn deadline_exceeded(&self, budget: Duration) -> Status {
-        Status::deadline_exceeded(format!(
-            "product-service ({}): no answer within {} ms; nothing was stored or charged",
-            self.addr,
-            budget.as_millis()
-        ))
+    fn deadline_exceeded(&self, budget: &Budget) -> Status {
+        deadline::exceeded(&format!("product-service ({})", self.addr), budget, NOTHING_DONE)
     }
 }

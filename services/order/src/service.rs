@@ -21,6 +21,7 @@ use tonic::{
 };
 
 use crate::{
+    deadline::{self, Budget, CallerDeadline},
     health::DbState,
     payments::{Outcome, Payments},
     pricing::Pricing,
@@ -101,7 +102,7 @@ impl OrderApi {
         existing: Order,
         hash: &str,
         incoming: &MetadataMap,
-        deadline: Option<Instant>,
+        caller: Option<CallerDeadline>,
     ) -> Result<OrderMsg, Status> {
         if existing.request_hash != hash {
             return Err(Status::already_exists(format!(
@@ -111,7 +112,7 @@ impl OrderApi {
             )));
         }
         if existing.status == OrderState::Pending {
-            return self.charge(existing, incoming, deadline).await;
+            return self.charge(existing, incoming, caller).await;
         }
         Ok(self.message(existing))
     }
@@ -123,28 +124,33 @@ impl OrderApi {
         &self,
         order: Order,
         incoming: &MetadataMap,
-        deadline: Option<Instant>,
+        caller: Option<CallerDeadline>,
     ) -> Result<OrderMsg, Status> {
-        let budget = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let outcome = if budget.is_some_and(|b| b.is_zero()) {
-            Outcome::Unknown {
+        let budget = Budget::new(Instant::now(), self.payments.timeout(), caller);
+        let outcome = if budget.given.is_zero() {
+            Outcome::TimedOut {
                 why: "the caller's deadline left no time to charge".into(),
             }
         } else {
-            self.payments.charge(&order, incoming, budget).await
+            self.payments.charge(&order, incoming, budget.given).await
         };
         self.payment_outcomes.with_label_values(&[outcome.label()]).inc();
         let settlement = match outcome {
             Outcome::Paid { charge_id } => Settlement::Paid { charge_id },
             Outcome::Failed { reason } => Settlement::Failed { reason },
-            Outcome::Unknown { why } => {
+            // The caller's deadline is up: DEADLINE_EXCEEDED now, before
+            // tonic's timers end the call as CANCELLED.
+            Outcome::TimedOut { why } if budget.caller.is_some() => {
+                tracing::warn!(order_id = %order.id, %why, "the caller's deadline ran out at the payment provider; the order stays PENDING");
+                let hop = format!("payment ({})", self.payments.base());
+                let then = format!("{UNSETTLED}. {}", pending_note(&order));
+                return Err(with_order_id(&order, deadline::exceeded(&hop, &budget, &then)));
+            }
+            Outcome::Unknown { why } | Outcome::TimedOut { why } => {
                 tracing::warn!(order_id = %order.id, %why, "payment outcome unknown; the order stays PENDING");
                 return Err(self.retry_later(
                     &order,
-                    format!(
-                        "payment ({}): {why}; the charge may or may not have been made",
-                        self.payments.base()
-                    ),
+                    format!("payment ({}): {why}; {UNSETTLED}", self.payments.base()),
                 ));
             }
         };
@@ -170,19 +176,7 @@ impl OrderApi {
     /// UNAVAILABLE for a PENDING order, telling the caller how to finish it;
     /// the order id travels in the `x-order-id` metadata too.
     fn retry_later(&self, order: &Order, why: String) -> Status {
-        let mut md = MetadataMap::new();
-        if let Ok(v) = MetadataValue::try_from(order.id.as_str()) {
-            md.insert("x-order-id", v);
-        }
-        Status::with_metadata(
-            tonic::Code::Unavailable,
-            format!(
-                "{why}. Order {} is stored as PENDING and the customer is charged at most once: \
-                 retry CreateOrder with the same idempotency_key {:?} to finish it",
-                order.id, order.idempotency_key
-            ),
-            md,
-        )
+        with_order_id(order, Status::unavailable(format!("{why}. {}", pending_note(order))))
     }
 
     fn message(&self, o: Order) -> OrderMsg {
@@ -219,6 +213,26 @@ impl OrderApi {
             served_by: Some(self.served_by.clone()),
         }
     }
+}
+
+/// What an unknown payment outcome means for the charge.
+const UNSETTLED: &str = "the charge may or may not have been made";
+
+/// How the caller finishes a PENDING order.
+fn pending_note(order: &Order) -> String {
+    format!(
+        "Order {} is stored as PENDING and the customer is charged at most once: \
+         retry CreateOrder with the same idempotency_key {:?} to finish it",
+        order.id, order.idempotency_key
+    )
+}
+
+/// `status` with the order's id in the `x-order-id` metadata.
+fn with_order_id(order: &Order, mut status: Status) -> Status {
+    if let Ok(v) = MetadataValue::try_from(order.id.as_str()) {
+        status.metadata_mut().insert("x-order-id", v);
+    }
+    status
 }
 
 /// The new order from the request and its prices; lines keep the request's order.
@@ -282,12 +296,15 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-#[tonic::async_trait]
-impl OrderService for OrderApi {
-    async fn create_order(&self, req: Request<CreateOrderRequest>) -> Result<Response<OrderMsg>, Status> {
-        let started = Instant::now();
+/// The calls themselves; the trait below bounds each by its caller's deadline.
+impl OrderApi {
+    async fn create(
+        &self,
+        req: Request<CreateOrderRequest>,
+        started: Instant,
+        caller: Option<CallerDeadline>,
+    ) -> Result<OrderMsg, Status> {
         let incoming = req.metadata().clone();
-        let deadline = telemetry::propagation::grpc_timeout(&incoming).map(|t| started + t);
         let new = NewOrder::validate(req.get_ref())?;
         self.ensure_ready()?;
         let hash = new.hash();
@@ -300,22 +317,17 @@ impl OrderService for OrderApi {
             .await
             .map_err(|e| self.db_error(e))?
         {
-            return self
-                .resume(existing, &hash, &incoming, deadline)
-                .await
-                .map(Response::new);
+            return self.resume(existing, &hash, &incoming, caller).await;
         }
 
-        let product_deadline = deadline.map_or(started + self.product_timeout, |d| {
-            d.min(started + self.product_timeout)
-        });
-        let priced = self.pricing.price(&new.items, &incoming, product_deadline).await?;
+        let product_budget = Budget::new(started, self.product_timeout, caller);
+        let priced = self.pricing.price(&new.items, &incoming, &product_budget).await?;
         let order = build_order(&new, hash.clone(), &priced)?;
 
         match self.store.insert(&order).await.map_err(|e| self.db_error(e))? {
             Inserted::Created => {
                 tracing::info!(order_id = %order.id, customer_id = %order.customer_id, total_micros = order.total_micros, "order stored");
-                self.charge(order, &incoming, deadline).await.map(Response::new)
+                self.charge(order, &incoming, caller).await
             }
             Inserted::KeyTaken => {
                 // A concurrent call with the same key committed first: its order is the one.
@@ -325,24 +337,22 @@ impl OrderService for OrderApi {
                     .await
                     .map_err(|e| self.db_error(e))?
                     .ok_or_else(|| Status::aborted("the idempotency key was taken and released; retry"))?;
-                self.resume(existing, &hash, &incoming, deadline)
-                    .await
-                    .map(Response::new)
+                self.resume(existing, &hash, &incoming, caller).await
             }
         }
     }
 
-    async fn get_order(&self, req: Request<GetOrderRequest>) -> Result<Response<OrderMsg>, Status> {
+    async fn get(&self, req: Request<GetOrderRequest>) -> Result<OrderMsg, Status> {
         let id = &req.get_ref().id;
         request::text("id", id).map_err(Status::invalid_argument)?;
         self.ensure_ready()?;
         match self.store.get(id).await.map_err(|e| self.db_error(e))? {
-            Some(o) => Ok(Response::new(self.message(o))),
+            Some(o) => Ok(self.message(o)),
             None => Err(Status::not_found(format!("no order with id {id:?}"))),
         }
     }
 
-    async fn list_orders(&self, req: Request<ListOrdersRequest>) -> Result<Response<ListOrdersResponse>, Status> {
+    async fn list(&self, req: Request<ListOrdersRequest>) -> Result<ListOrdersResponse, Status> {
         let r = req.get_ref();
         let (page_size, page_number) = request::page(r)?;
         self.ensure_ready()?;
@@ -354,7 +364,7 @@ impl OrderService for OrderApi {
             .await
             .map_err(|e| self.db_error(e))?;
         let total_pages = (total + i64::from(page_size) - 1) / i64::from(page_size);
-        Ok(Response::new(ListOrdersResponse {
+        Ok(ListOrdersResponse {
             orders: orders.into_iter().map(|o| self.message(o)).collect(),
             total_count: i32::try_from(total).unwrap_or(i32::MAX),
             page: Some(PageInfo {
@@ -364,6 +374,33 @@ impl OrderService for OrderApi {
                 has_next_page: i64::from(page_number) < total_pages,
             }),
             served_by: Some(self.served_by.clone()),
-        }))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl OrderService for OrderApi {
+    async fn create_order(&self, req: Request<CreateOrderRequest>) -> Result<Response<OrderMsg>, Status> {
+        let started = Instant::now();
+        let caller = CallerDeadline::from_metadata(req.metadata(), started);
+        let unfinished = "the order was finished; if it was stored, retry CreateOrder with the same \
+                          idempotency_key to finish it (the customer is charged at most once)";
+        deadline::within(caller, unfinished, self.create(req, started, caller))
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_order(&self, req: Request<GetOrderRequest>) -> Result<Response<OrderMsg>, Status> {
+        let caller = CallerDeadline::from_metadata(req.metadata(), Instant::now());
+        deadline::within(caller, "the order was read", self.get(req))
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_orders(&self, req: Request<ListOrdersRequest>) -> Result<Response<ListOrdersResponse>, Status> {
+        let caller = CallerDeadline::from_metadata(req.metadata(), Instant::now());
+        deadline::within(caller, "the orders were read", self.list(req))
+            .await
+            .map(Response::new)
     }
 }

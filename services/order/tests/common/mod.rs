@@ -50,6 +50,8 @@ pub struct Setup {
     backend: Backend,
     payment: Option<payment::Config>,
     product: bool,
+    product_delay: Duration,
+    product_timeout: Option<Duration>,
     payment_timeout: Duration,
     record: bool,
 }
@@ -60,6 +62,8 @@ impl Setup {
             backend,
             payment: Some(payment::Config::for_test()),
             product: true,
+            product_delay: Duration::ZERO,
+            product_timeout: None,
             payment_timeout: Duration::from_secs(3),
             record: false,
         }
@@ -90,6 +94,18 @@ impl Setup {
         self
     }
 
+    /// ProductService sleeps this long in every unary call (its FAULT_DELAY_MS).
+    pub fn product_delay(mut self, d: Duration) -> Self {
+        self.product_delay = d;
+        self
+    }
+
+    /// The order service's own bound on a product call (5 s unless set).
+    pub fn product_timeout(mut self, d: Duration) -> Self {
+        self.product_timeout = Some(d);
+        self
+    }
+
     pub fn payment_timeout(mut self, d: Duration) -> Self {
         self.payment_timeout = d;
         self
@@ -106,7 +122,9 @@ impl Setup {
             }
         };
         let product = if self.product {
-            Some(start_product().await)
+            let mut cfg = product::Config::for_test("v1", "product-v1-x");
+            cfg.faults.delay = self.product_delay;
+            Some(product::spawn(cfg, grpc_metrics()).await.expect("product starts"))
         } else {
             None
         };
@@ -135,6 +153,9 @@ impl Setup {
         };
         let mut cfg = order::Config::for_test(database.clone(), product_url, payment_url);
         cfg.payment_timeout = self.payment_timeout;
+        if let Some(t) = self.product_timeout {
+            cfg.product_timeout = t;
+        }
         let order = order::spawn(cfg, grpc_metrics()).await.expect("order starts");
         let db = TestDb::open(&database).await;
         let client = OrderServiceClient::new(channel(&order.url()).await);
@@ -383,6 +404,40 @@ impl TestDb {
                 priced_by_pod: r.get("priced_by_pod"),
             }).collect()
         })
+    }
+}
+
+/// A transaction holding the write lock on the order tables
+/// ([`TestDb::lock_writes`]): another connection's INSERT waits, reads do not.
+pub enum WriteLock {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl WriteLock {
+    pub async fn release(self) {
+        match self {
+            Self::Sqlite(tx) => tx.rollback().await.expect("rollback"),
+            Self::Postgres(tx) => tx.rollback().await.expect("rollback"),
+        }
+    }
+}
+
+impl TestDb {
+    /// SQLite: the database's write lock (`BEGIN IMMEDIATE`); PostgreSQL:
+    /// `orders` in EXCLUSIVE mode. Held until [`WriteLock::release`].
+    pub async fn lock_writes(&self) -> WriteLock {
+        match self {
+            Self::Sqlite(pool) => WriteLock::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await.expect("write lock")),
+            Self::Postgres(pool) => {
+                let mut tx = pool.begin().await.expect("begin");
+                sqlx::query("LOCK TABLE orders IN EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await
+                    .expect("lock");
+                WriteLock::Postgres(tx)
+            }
+        }
     }
 }
 
