@@ -339,8 +339,9 @@ const DEFAULT_POLICY: TrafficPolicy = TrafficPolicy {
     },
 };
 
-/// The traffic policy for a backend: its subset's, else its DestinationRule's, else Istio's default.
-pub fn traffic_policy<'m>(mesh: &'m Mesh, backend: &Backend) -> &'m TrafficPolicy {
+/// The traffic policy for a backend's traffic to Service port `port`: its subset's, else its
+/// DestinationRule's (each with `portLevelSettings` applied), else Istio's default.
+pub fn traffic_policy<'m>(mesh: &'m Mesh, backend: &Backend, port: u16) -> &'m TrafficPolicy {
     let Some(dr) = mesh.destination_rule(&backend.service) else {
         return &DEFAULT_POLICY;
     };
@@ -348,7 +349,7 @@ pub fn traffic_policy<'m>(mesh: &'m Mesh, backend: &Backend) -> &'m TrafficPolic
         .subset
         .as_ref()
         .and_then(|s| dr.subsets.iter().find(|x| &x.name == s))
-        .map_or(&dr.policy, |s| &s.policy)
+        .map_or(dr.policy_at(port), |s| s.policy_at(port))
 }
 
 /// The workloads (Deployments) behind a backend: the Service's selector, narrowed by the subset's labels.

@@ -180,6 +180,9 @@ impl Display for Mesh {
         writeln!(f, "Destination rules:")?;
         for dr in &self.destination_rules {
             writeln!(f, "  {} host {}: {}", dr.origin.object, dr.host, policy(&dr.policy))?;
+            for (port, p) in &dr.port_policies {
+                writeln!(f, "    port {port}: {}", policy(p))?;
+            }
             for s in &dr.subsets {
                 let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let pods: Vec<&str> = self
@@ -197,6 +200,13 @@ impl Display for Mesh {
                     .map(|w| w.key.name.as_str())
                     .collect();
                 writeln!(f, "    subset {} [{}] -> {}", s.name, labels.join(","), pods.join(", "))?;
+                for (port, p) in s
+                    .port_policies
+                    .iter()
+                    .filter(|(port, p)| dr.port_policies.get(port) != Some(p))
+                {
+                    writeln!(f, "      port {port}: {}", policy(p))?;
+                }
             }
         }
         writeln!(f, "Services:")?;

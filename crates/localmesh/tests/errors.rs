@@ -168,3 +168,56 @@ fn the_narrowest_telemetry_resource_decides_each_proxys_tracing() {
         "no Telemetry: Istio's 1 %, nothing reported"
     );
 }
+
+#[test]
+fn port_level_settings_replace_the_rules_sections_for_their_port_as_istio_merges_them() {
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: web, namespace: default}\nspec:\n  host: web\n  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n    connectionPool: {http: {http2MaxRequests: 10}}\n    outlierDetection: {consecutiveGatewayErrors: 3, interval: 10s, baseEjectionTime: 30s}\n    portLevelSettings:\n    - port: {number: 9090}\n      connectionPool: {http: {http2MaxRequests: 500}}\n  subsets:\n  - name: a\n    labels: {version: a}\n  - name: b\n    labels: {version: b}\n    trafficPolicy:\n      connectionPool: {http: {http2MaxRequests: 20}}\n      portLevelSettings:\n      - port: {number: 9090}\n        connectionPool: {http: {http2MaxRequests: 900}}\n";
+    let two_ports = SERVICE.replace(
+        "[{name: http, port: 8080}]",
+        "[{name: http, port: 8080}, {name: http-b, port: 9090}]",
+    );
+    let m = build(&format!("{two_ports}{dr}")).expect("builds");
+    let backend = |subset: Option<&str>| localmesh::model::Backend {
+        service: localmesh::model::Key::new("default", "web"),
+        port: None,
+        subset: subset.map(str::to_string),
+        weight: 100,
+    };
+    let at = |subset, port| localmesh::select::traffic_policy(&m, &backend(subset), port).clone();
+    // Port 8080 has no port settings: the rule's policy, and subset b's own pool over it.
+    assert_eq!(at(None, 8080).pool.http2_max_requests, Some(10));
+    assert_eq!(at(Some("a"), 8080).pool.http2_max_requests, Some(10));
+    assert_eq!(at(Some("b"), 8080).pool.http2_max_requests, Some(20));
+    assert!(
+        at(Some("b"), 8080).outlier.is_some(),
+        "b inherits the rule's outlierDetection"
+    );
+    // Port 9090: the port's settings replace every section; what they leave out is the default,
+    // not the rule's ("port level policies do not inherit").
+    let rule_9090 = at(None, 9090);
+    assert_eq!(rule_9090.pool.http2_max_requests, Some(500));
+    assert!(rule_9090.outlier.is_none(), "not inherited from the rule");
+    assert_eq!(
+        rule_9090.load_balancer,
+        localmesh::model::LoadBalancer::LeastRequest,
+        "Istio's default"
+    );
+    assert_eq!(
+        at(Some("a"), 9090).pool.http2_max_requests,
+        Some(500),
+        "a has no policy: the rule's at 9090"
+    );
+    assert_eq!(
+        at(Some("b"), 9090).pool.http2_max_requests,
+        Some(900),
+        "b's own port settings"
+    );
+}
+
+#[test]
+fn port_level_settings_without_a_port_number_are_an_error() {
+    let e = err(&format!(
+        "{SERVICE}apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: web, namespace: default}}\nspec:\n  host: web\n  trafficPolicy:\n    portLevelSettings:\n    - connectionPool: {{http: {{http2MaxRequests: 5}}}}\n"
+    ));
+    assert!(e.contains("spec.trafficPolicy.portLevelSettings[0].port.number"), "{e}");
+}

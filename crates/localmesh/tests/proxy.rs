@@ -827,11 +827,17 @@ fn concurrent_starts_on_a_fresh_checkout_share_one_local_ca() {
 async fn requests_over_http2_max_requests_overflow_with_uo() {
     use proto::product::WatchPricesRequest;
 
+    // The streams' port (grpc-streams, 50052) of every product DestinationRule allows two open
+    // requests; the unary port keeps its budget.
     let env = env_with_mesh(Config::for_test("v1", "product-v1-a"), |mesh| {
         for dr in &mut mesh.destination_rules {
-            dr.policy.pool.http2_max_requests = Some(2);
+            for p in dr.port_policies.values_mut() {
+                p.pool.http2_max_requests = Some(2);
+            }
             for s in &mut dr.subsets {
-                s.policy.pool.http2_max_requests = Some(2);
+                for p in s.port_policies.values_mut() {
+                    p.pool.http2_max_requests = Some(2);
+                }
             }
         }
     })
@@ -846,30 +852,35 @@ async fn requests_over_http2_max_requests_overflow_with_uo() {
             .insert("user-type", "premium".parse().expect("ascii"));
         req
     };
-    // Two premium streams fill product-service-v2's two slots.
+    let open = |client: &mut ProductServiceClient<Channel>| {
+        let req = premium_watch();
+        let mut client = client.clone();
+        async move {
+            let mut stream = client.watch_prices(req).await?.into_inner();
+            stream.message().await?;
+            Ok::<_, tonic::Status>(stream)
+        }
+    };
+    // Two premium streams fill the two slots of product-service-v2's stream cluster.
     let mut streams = Vec::new();
     for _ in 0..2 {
-        let mut stream = client
-            .watch_prices(premium_watch())
-            .await
-            .expect("a stream")
-            .into_inner();
-        stream.message().await.expect("update").expect("one update");
-        streams.push(stream);
+        streams.push(open(&mut client).await.expect("a stream"));
     }
 
-    let err = get(&mut client, true).await.expect_err("a third request overflows");
+    let err = open(&mut client).await.expect_err("a third stream overflows");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert!(err.message().contains("upstream overflow"), "{err:?}");
     assert!(err.message().contains("http2MaxRequests"), "{err:?}");
     let metrics = telemetry::metrics::render(env.proxy.registry());
     assert!(metrics.contains("response_flags=\"UO\""), "{metrics}");
+    // Unary calls have their own cluster (port 50051): served all along.
+    assert_eq!(get(&mut client, true).await.expect("a unary call").0, "v2");
 
     drop(streams.remove(0));
     let started = std::time::Instant::now();
     loop {
-        match get(&mut client, true).await {
-            Ok((version, _)) => break assert_eq!(version, "v2"),
+        match open(&mut client).await {
+            Ok(stream) => break streams.push(stream),
             Err(e) if started.elapsed() < Duration::from_secs(5) => {
                 assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1407,4 +1418,49 @@ async fn an_http2_peer_that_stops_answering_pings_is_closed() {
     get(&mut client, false).await.expect("GetProduct");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     get(&mut client, false).await.expect("still served after several pings");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_idle_streams_from_one_client_leave_unary_calls_served() {
+    // Premium WatchPrices streams and premium GetProduct calls both go to product-service-v2,
+    // whose DestinationRule allows 1000 open requests (http2MaxRequests; an open stream counts
+    // until it ends). The streams are routed to the Service's grpc-streams port (50052), a
+    // cluster with its own budget (portLevelSettings), so 1000 idle streams overflow nothing
+    // the unary calls need.
+    use proto::product::WatchPricesRequest;
+    let env = env().await;
+    let mut channels = Vec::new();
+    for _ in 0..10 {
+        channels.push(gateway_channel(&env).await);
+    }
+    let mut opening = tokio::task::JoinSet::new();
+    for i in 0..1000 {
+        let channel = channels[i % channels.len()].clone();
+        opening.spawn(async move {
+            let mut req = tonic::Request::new(WatchPricesRequest {
+                product_ids: vec!["123".into()],
+                interval_ms: 60_000,
+            });
+            req.metadata_mut()
+                .insert("user-type", "premium".parse().expect("ascii"));
+            let mut stream = ProductServiceClient::new(channel).watch_prices(req).await?.into_inner();
+            // The first update: the stream is open end to end; then it stays quiet for a minute.
+            stream.message().await?;
+            Ok::<_, tonic::Status>(stream)
+        });
+    }
+    let mut open = Vec::new();
+    while let Some(r) = opening.join_next().await {
+        open.push(r.expect("join").expect("a premium WatchPrices stream opens"));
+    }
+    assert_eq!(open.len(), 1000);
+
+    let mut client = ProductServiceClient::new(gateway_channel(&env).await);
+    for premium in [true, false] {
+        for _ in 0..20 {
+            let answer = get(&mut client, premium).await;
+            assert!(answer.is_ok(), "premium={premium}, with 1000 streams open: {answer:?}");
+        }
+    }
+    drop(open);
 }

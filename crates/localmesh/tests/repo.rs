@@ -170,15 +170,22 @@ fn destination_rule_subsets_map_to_the_deployments_pods() {
     for (b, want) in s.backends().iter().zip(["product-v1", "product-v2"]) {
         let w: Vec<_> = select::workloads(&m, b).iter().map(|w| w.key.name.clone()).collect();
         assert_eq!(w, vec![want.to_string()]);
-        let p = select::traffic_policy(&m, b);
-        let o = p.outlier.expect("outlier detection");
-        assert_eq!(
-            (o.consecutive_5xx, o.consecutive_gateway, o.max_ejection_percent),
-            (5, 3, 50)
-        );
-        assert_eq!(o.base_ejection, Duration::from_secs(30));
-        assert_eq!(p.pool.http2_max_requests, Some(1000));
+        // Unary calls on 50051, streams on grpc-streams (50052): the same outlier detection,
+        // separate open-request budgets.
+        for (port, budget) in [(50051, 1000), (50052, 10000)] {
+            let p = select::traffic_policy(&m, b, port);
+            let o = p.outlier.expect("outlier detection");
+            assert_eq!(
+                (o.consecutive_5xx, o.consecutive_gateway, o.max_ejection_percent),
+                (5, 3, 50)
+            );
+            assert_eq!(o.base_ejection, Duration::from_secs(30));
+            assert_eq!(p.pool.http2_max_requests, Some(budget), "port {port}");
+        }
     }
+    let watch = Request::grpc("/product.ProductService/WatchPrices");
+    let s = select::sidecar(&m, "default", "product-service", &watch).expect("route");
+    assert!(s.backends().iter().all(|b| b.port == Some(50052)), "{:?}", s.backends());
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! DestinationRules: subsets, load balancing, outlier detection and connection-pool limits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use manifests::Object;
@@ -24,30 +24,44 @@ pub(super) fn destination_rules(cx: &mut Ctx, services: &[Service]) -> Vec<Desti
             );
             continue;
         };
-        let top = sections(cx, o, "spec.trafficPolicy", spec.traffic_policy.as_ref());
-        let policy = top.clone().over(&TrafficPolicy::default());
-        let subsets = spec
+        let top = written(cx, o, "spec.trafficPolicy", spec.traffic_policy.as_ref());
+        let own: Vec<Written> = spec
             .subsets
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let own = sections(
-                    cx,
-                    o,
-                    &format!("spec.subsets[{i}].trafficPolicy"),
-                    s.traffic_policy.as_ref(),
-                );
-                Subset {
-                    name: s.name.clone(),
-                    labels: s.labels.clone(),
-                    policy: own.over(&policy),
-                }
+                let field = format!("spec.subsets[{i}].trafficPolicy");
+                written(cx, o, &field, s.traffic_policy.as_ref())
+            })
+            .collect();
+        let ports: BTreeSet<u16> = top
+            .ports
+            .keys()
+            .chain(own.iter().flat_map(|w| w.ports.keys()))
+            .copied()
+            .collect();
+        let policy = top.sections.clone().over(&TrafficPolicy::default());
+        let rule_at = |p: u16| top.at(p, &policy);
+        let port_policies = ports.iter().map(|&p| (p, rule_at(p))).collect();
+        let subsets = spec
+            .subsets
+            .iter()
+            .zip(own)
+            .map(|(s, own)| Subset {
+                name: s.name.clone(),
+                labels: s.labels.clone(),
+                policy: own.sections.clone().over(&policy),
+                port_policies: ports
+                    .iter()
+                    .map(|&p| (p, own.at(p, &own.sections.clone().over(&rule_at(p)))))
+                    .collect(),
             })
             .collect();
         out.push(DestinationRule {
             origin: origin(o),
             host,
             policy,
+            port_policies,
             subsets,
         });
     }
@@ -73,6 +87,73 @@ impl Sections {
     }
 }
 
+/// One `trafficPolicy` as written: its sections, and its `portLevelSettings` by port number.
+struct Written {
+    sections: Sections,
+    ports: BTreeMap<u16, Sections>,
+}
+
+impl Written {
+    /// The policy at `port`: a `portLevelSettings` entry for it replaces every section, unset ones
+    /// by their defaults ("port level policies do not inherit": `MergeTrafficPolicy` and
+    /// `GetPortLevelTrafficPolicy` in istio `pilot/pkg/networking/core/cluster_traffic_policy.go`);
+    /// otherwise `merged`, the policy without port settings.
+    fn at(&self, port: u16, merged: &TrafficPolicy) -> TrafficPolicy {
+        match self.ports.get(&port) {
+            Some(s) => s.clone().over(&TrafficPolicy::default()),
+            None => merged.clone(),
+        }
+    }
+}
+
+fn written(cx: &mut Ctx, o: &Object, field: &str, p: Option<&RawPolicy>) -> Written {
+    let mut ports = BTreeMap::new();
+    for (i, v) in p
+        .map(|p| p.port_level_settings.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let f = format!("{field}.portLevelSettings[{i}]");
+        let number = v
+            .get("port")
+            .and_then(|p| p.get("number"))
+            .and_then(Value::as_u64)
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| *n > 0);
+        let Some(number) = number else {
+            cx.err(
+                o,
+                format!("{f}.port.number"),
+                "required: the Service port (1 to 65535) the settings apply to",
+            );
+            continue;
+        };
+        let Some(raw) = cx.decode::<RawPolicy>(o, &f, v) else {
+            continue;
+        };
+        if !raw.port_level_settings.is_empty() {
+            cx.err(
+                o,
+                format!("{f}.portLevelSettings"),
+                "not allowed inside portLevelSettings",
+            );
+            continue;
+        }
+        if ports.insert(number, sections(cx, o, &f, Some(&raw))).is_some() {
+            cx.err(
+                o,
+                format!("{f}.port.number"),
+                format!("port {number} has settings twice"),
+            );
+        }
+    }
+    Written {
+        sections: sections(cx, o, field, p),
+        ports,
+    }
+}
+
 fn sections(cx: &mut Ctx, o: &Object, field: &str, p: Option<&RawPolicy>) -> Sections {
     let Some(p) = p else {
         return Sections::default();
@@ -82,13 +163,6 @@ fn sections(cx: &mut Ctx, o: &Object, field: &str, p: Option<&RawPolicy>) -> Sec
             o,
             format!("{field}.tls.mode"),
             format!("{mode}: no TLS origination locally; upstream hops are plaintext"),
-        );
-    }
-    if !p.port_level_settings.is_empty() {
-        cx.note(
-            o,
-            format!("{field}.portLevelSettings"),
-            "per-port policies are not emulated",
         );
     }
     Sections {

@@ -11,7 +11,17 @@ pub struct DestinationRule {
     pub origin: Origin,
     pub host: Key,
     pub policy: TrafficPolicy,
+    /// The policy for each Service port some `portLevelSettings` names (here or in a subset),
+    /// already merged as Istio merges them; other ports get `policy`.
+    pub port_policies: BTreeMap<u16, TrafficPolicy>,
     pub subsets: Vec<Subset>,
+}
+
+impl DestinationRule {
+    /// The rule's policy for traffic to Service port `port`.
+    pub fn policy_at(&self, port: u16) -> &TrafficPolicy {
+        self.port_policies.get(&port).unwrap_or(&self.policy)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -20,6 +30,15 @@ pub struct Subset {
     pub labels: BTreeMap<String, String>,
     /// The rule's policy with the subset's own sections laid over it (as Istio merges them).
     pub policy: TrafficPolicy,
+    /// As [`DestinationRule::port_policies`], for this subset.
+    pub port_policies: BTreeMap<u16, TrafficPolicy>,
+}
+
+impl Subset {
+    /// The subset's policy for traffic to Service port `port`.
+    pub fn policy_at(&self, port: u16) -> &TrafficPolicy {
+        self.port_policies.get(&port).unwrap_or(&self.policy)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -51,8 +51,11 @@ impl Proxy {
             .find(|sp| sp.port == svc_port)
             .or(service.ports.first())
             .is_some_and(|p| p.is_http2());
-        let policy = select::traffic_policy(mesh, &backend).clone();
-        let cluster_name = format!("{}|{}", backend.service, backend.subset.as_deref().unwrap_or(""));
+        let policy = select::traffic_policy(mesh, &backend, svc_port).clone();
+        // Envoy's clusters are per port (`outbound|<port>|<subset>|<host>`): each has its own
+        // breakers and outlier state, and its own `portLevelSettings`.
+        let subset = backend.subset.as_deref().unwrap_or("");
+        let cluster_name = format!("{}|{subset}|{svc_port}", backend.service);
         let eps: Vec<Arc<Endpoint>> = select::workloads(mesh, &backend)
             .iter()
             .flat_map(|w| self.endpoints.of(&w.key))
