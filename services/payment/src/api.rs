@@ -1,12 +1,13 @@
-//! The HTTP API: `POST /v1/charges` (with `Idempotency-Key`), `GET /v1/charges`,
+//! The HTTP API: `POST /v1/charges` (with `Idempotency-Key`), `GET /v1/charges`
+//! (all, by `order_id`, or the one charge of an `idempotency_key`),
 //! `GET /v1/charges/{id}`, `/healthz` and `/metrics`.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, Query, State},
+    extract::{Path, Query, State, rejection::QueryRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -14,13 +15,13 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use telemetry::http::HttpObserver;
-use telemetry::prometheus::{IntCounterVec, Opts, Registry};
+use telemetry::prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use tracing::Instrument;
 
 use crate::{
     amount,
     faults::{Fate, Faults},
-    store::{Charge, ChargeRequest, Recorded, ServedBy, Store},
+    store::{self, Charge, ChargeRequest, Recorded, ServedBy, Store, StoreError},
 };
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -30,9 +31,12 @@ const MAX_ID_CHARS: usize = 128;
 
 pub struct App {
     store: Store,
+    /// How long keys are kept, for messages (the store applies it).
+    key_retention: Duration,
     faults: Arc<Faults>,
     served_by: ServedBy,
     charges_total: IntCounterVec,
+    keys_purged: IntCounter,
     registry: Registry,
 }
 
@@ -40,23 +44,46 @@ impl App {
     pub fn new(
         identity: &telemetry::Identity,
         faults: Arc<Faults>,
+        store: Store,
+        key_retention: Duration,
         registry: &Registry,
     ) -> telemetry::prometheus::Result<Self> {
         let charges_total = IntCounterVec::new(
             Opts::new(
                 "payment_charges_total",
-                "Charge requests by outcome: succeeded, declined, replayed, conflict, unavailable, invalid.",
+                "Charge requests by outcome: succeeded, declined, replayed, conflict, unavailable, storage_error, invalid.",
             ),
             &["outcome"],
         )?;
         registry.register(Box::new(charges_total.clone()))?;
+        let keys_purged = IntCounter::new(
+            "payment_keys_purged_total",
+            "Idempotency keys deleted with their charges once older than PAYMENT_KEY_RETENTION.",
+        )?;
+        registry.register(Box::new(keys_purged.clone()))?;
         Ok(Self {
-            store: Store::default(),
+            store,
+            key_retention,
             faults,
             served_by: identity.into(),
             charges_total,
+            keys_purged,
             registry: registry.clone(),
         })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// One purge pass: at most `batch` expired keys (and their charges) deleted.
+    pub async fn purge_expired(&self, batch: u32) -> Result<u64, StoreError> {
+        let purged = self.store.purge(store::now_ms(), batch).await?;
+        if purged > 0 {
+            self.keys_purged.inc_by(purged);
+            tracing::info!(purged, "expired idempotency keys purged");
+        }
+        Ok(purged)
     }
 
     fn count(&self, outcome: &str) {
@@ -81,39 +108,18 @@ impl App {
                 ),
             );
         }
-        let slot = self.store.slot(&key);
-        let mut recorded = slot.lock().await;
-        if let Some(r) = recorded.as_ref() {
-            if r.request != req {
-                self.count("conflict");
-                return error(
-                    StatusCode::CONFLICT,
-                    "idempotency_key_reused",
-                    format!(
-                        "Idempotency-Key {key:?} was first used for a different charge (order_id {:?}, amount {} {}, customer_id {:?}); a new charge needs a new key",
-                        r.request.order_id,
-                        amount::format_micros(r.request.amount_micros),
-                        r.request.currency,
-                        r.request.customer_id
-                    ),
-                );
-            }
-            self.count("replayed");
-            let mut res = charge_response(&r.charge, true);
-            res.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
-            return res;
-        }
         let declined = fate == Fate::Decline;
-        let charge = Charge {
+        let created_at_ms = store::now_ms();
+        let candidate = Charge {
             id: format!("ch_{}", uuid::Uuid::new_v4().simple()),
             status: if declined { "failed" } else { "succeeded" },
-            order_id: req.order_id.clone(),
+            order_id: req.order_id,
             amount: amount::format_micros(req.amount_micros),
-            currency: req.currency.clone(),
-            customer_id: req.customer_id.clone(),
+            currency: req.currency,
+            customer_id: req.customer_id,
             idempotency_key: key,
-            created_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            failure_code: declined.then_some("card_declined"),
+            created_at: store::format_time(created_at_ms),
+            failure_code: declined.then(|| "card_declined".to_owned()),
             failure_message: declined.then(|| {
                 format!(
                     "the card was declined (PAYMENT_FAILURE_PERCENT={})",
@@ -121,13 +127,49 @@ impl App {
                 )
             }),
             served_by: self.served_by.clone(),
+            amount_micros: req.amount_micros,
+            created_at_ms,
         };
-        self.store.insert(charge.clone());
-        self.count(if declined { "declined" } else { "succeeded" });
-        tracing::info!(charge = %charge.id, order_id = %charge.order_id, status = charge.status, "charge recorded");
-        let res = charge_response(&charge, false);
-        *recorded = Some(Recorded { request: req, charge });
-        res
+        let key = candidate.idempotency_key.clone();
+        let (recorded, expired) = match self.store.record(candidate).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.count("storage_error");
+                tracing::error!(error = %e, idempotency_key = %key, "charge not recorded");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    format!("{e}; nothing was charged: retry with the same Idempotency-Key"),
+                );
+            }
+        };
+        if expired > 0 {
+            self.keys_purged.inc_by(expired);
+        }
+        match recorded {
+            Recorded::Created(charge) => {
+                self.count(if charge.succeeded() { "succeeded" } else { "declined" });
+                tracing::info!(charge = %charge.id, order_id = %charge.order_id, status = charge.status, "charge recorded");
+                charge_response(&charge, false)
+            }
+            Recorded::Replayed(charge) => {
+                self.count("replayed");
+                let mut res = charge_response(&charge, true);
+                res.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
+                res
+            }
+            Recorded::Conflict(first) => {
+                self.count("conflict");
+                error(
+                    StatusCode::CONFLICT,
+                    "idempotency_key_reused",
+                    format!(
+                        "Idempotency-Key {key:?} was first used for a different charge (order_id {:?}, amount {} {}, customer_id {:?}); a new charge needs a new key",
+                        first.order_id, first.amount, first.currency, first.customer_id
+                    ),
+                )
+            }
+        }
     }
 }
 
@@ -141,7 +183,7 @@ pub fn router(app: Arc<App>, observer: HttpObserver) -> Router {
             error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such route: the API is POST/GET /v1/charges and GET /v1/charges/{id}".into(),
+                "no such route: the API is POST /v1/charges, GET /v1/charges[?order_id=…|?idempotency_key=…] and GET /v1/charges/{id}".into(),
             )
         })
         .with_state(app)
@@ -183,23 +225,85 @@ async fn create(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) ->
 #[derive(Deserialize)]
 struct ListQuery {
     order_id: Option<String>,
+    idempotency_key: Option<String>,
 }
 
-async fn list(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
-    let charges = app.store.list(q.order_id.as_deref());
-    Json(json!({
-        "count": charges.len(),
-        "charges": charges,
-        "served_by": app.served_by,
-    }))
-    .into_response()
+/// `GET /v1/charges`: every charge, those of one `order_id`, or the one
+/// charge an `idempotency_key` made (answered as `POST` answered it, with 200).
+async fn list(State(app): State<Arc<App>>, q: Result<Query<ListQuery>, QueryRejection>) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return bad_request(
+                "invalid_query",
+                format!(
+                    "the query string is not valid: {} (expected order_id=… or idempotency_key=…, each at most once)",
+                    e.body_text()
+                ),
+            )
+            .into_response();
+        }
+    };
+    let now = store::now_ms();
+    if let Some(key) = q.idempotency_key {
+        return by_key(&app, q.order_id.is_some(), &key, now)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+    }
+    match app.store.list(q.order_id.as_deref(), now).await {
+        Ok(charges) => Json(json!({
+            "count": charges.len(),
+            "charges": charges,
+            "served_by": app.served_by,
+        }))
+        .into_response(),
+        Err(e) => storage_error(&e),
+    }
+}
+
+async fn by_key(app: &App, with_order_id: bool, key: &str, now: i64) -> Result<Response, ApiError> {
+    if with_order_id {
+        return Err(invalid_field(
+            "order_id",
+            "order_id cannot be combined with idempotency_key: a key names one charge, so ask for one or the other"
+                .into(),
+        ));
+    }
+    if !valid_key(key) {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_idempotency_key",
+            detail: format!(
+                "the idempotency_key parameter must be 1 to {MAX_KEY_CHARS} visible ASCII characters without spaces (URL-encoded)"
+            ),
+            field: Some("idempotency_key"),
+        });
+    }
+    Ok(match app.store.by_key(key, now).await {
+        Ok(Some(c)) => (StatusCode::OK, Json(charge_body(&c))).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no charge for Idempotency-Key {key:?}: the key was never used here, or it expired (keys are kept {}, PAYMENT_KEY_RETENTION)",
+                crate::config::show_duration(app.key_retention)
+            ),
+        ),
+        Err(e) => storage_error(&e),
+    })
 }
 
 async fn get_one(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    match app.store.get(&id) {
-        Some(c) => Json(c).into_response(),
-        None => error(StatusCode::NOT_FOUND, "not_found", format!("no charge with id {id:?}")),
+    match app.store.by_id(&id, store::now_ms()).await {
+        Ok(Some(c)) => Json(c).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no charge with id {id:?}")),
+        Err(e) => storage_error(&e),
     }
+}
+
+fn storage_error(e: &StoreError) -> Response {
+    tracing::error!(error = %e, "charge store read failed");
+    error(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", e.to_string())
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
@@ -215,26 +319,33 @@ fn charge_response(c: &Charge, replayed: bool) -> Response {
     if c.succeeded() {
         let code = if replayed { StatusCode::OK } else { StatusCode::CREATED };
         let location = HeaderValue::from_str(&format!("/v1/charges/{}", c.id)).ok();
-        let mut res = (code, Json(c)).into_response();
+        let mut res = (code, Json(charge_body(c))).into_response();
         if let Some(l) = location {
             res.headers_mut().insert(header::LOCATION, l);
         }
         return res;
     }
+    (StatusCode::PAYMENT_REQUIRED, Json(charge_body(c))).into_response()
+}
+
+/// What `POST` answers for a charge: the charge, and for a decline also
+/// `error` and `detail`, as every other error answer has them.
+fn charge_body(c: &Charge) -> Value {
     let mut body = match serde_json::to_value(c) {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
     };
-    body.insert("error".into(), Value::from(c.failure_code.unwrap_or("card_declined")));
-    body.insert(
-        "detail".into(),
-        Value::from(
-            c.failure_message
-                .clone()
-                .unwrap_or_else(|| "the card was declined".into()),
-        ),
-    );
-    (StatusCode::PAYMENT_REQUIRED, Json(Value::Object(body))).into_response()
+    if !c.succeeded() {
+        body.insert(
+            "error".into(),
+            Value::from(c.failure_code.as_deref().unwrap_or("card_declined")),
+        );
+        body.insert(
+            "detail".into(),
+            Value::from(c.failure_message.as_deref().unwrap_or("the card was declined")),
+        );
+    }
+    Value::Object(body)
 }
 
 /// An error answer: `{"error": code, "detail": why}`, plus `field` for bad input.
@@ -291,13 +402,18 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
         ));
     };
     let key = raw.to_str().unwrap_or("");
-    if key.is_empty() || key.len() > MAX_KEY_CHARS || !key.bytes().all(|b| b.is_ascii_graphic()) {
+    if !valid_key(key) {
         return Err(bad_request(
             "invalid_idempotency_key",
             format!("the Idempotency-Key header must be 1 to {MAX_KEY_CHARS} visible ASCII characters without spaces"),
         ));
     }
     Ok(key.to_owned())
+}
+
+/// 1 to `MAX_KEY_CHARS` visible ASCII characters: the header's and the query parameter's rule.
+fn valid_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_CHARS && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn parse_request(body: &[u8]) -> Result<ChargeRequest, ApiError> {

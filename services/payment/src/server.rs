@@ -1,6 +1,7 @@
-//! Binds the ports, serves the API and `/metrics`, and stops gracefully.
+//! Opens the charge store, binds the ports, serves the API and `/metrics`,
+//! purges expired keys in the background, and stops gracefully.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use telemetry::{http::HttpObserver, lifecycle::ServerHandle, prometheus::Registry};
@@ -8,7 +9,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{api, config::Config, faults::Faults};
 
+pub use crate::store::Store;
 pub use telemetry::lifecycle::Listeners;
+
+/// Opens (creating when missing) the store `PAYMENT_DB_PATH` names.
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    Store::open(&cfg.storage, cfg.key_retention, cfg.db_timeout).await
+}
 
 /// Binds `PORT` and `METRICS_PORT` on `BIND_ADDR`.
 pub async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
@@ -17,16 +24,37 @@ pub async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
 
 /// Serves until `stop` resolves, then stops accepting and lets requests in
 /// flight finish, within `shutdown_grace`.
+/// The store is closed on the way out, whether the server stopped cleanly or not.
 pub async fn run(
     cfg: Config,
     faults: Arc<Faults>,
+    store: Store,
+    registry: Registry,
+    listeners: Listeners,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = Arc::new(api::App::new(
+        &cfg.identity,
+        faults.clone(),
+        store,
+        cfg.key_retention,
+        &registry,
+    )?);
+    let result = serve(&cfg, &faults, app.clone(), registry, listeners, stop).await;
+    app.store().close().await;
+    result
+}
+
+async fn serve(
+    cfg: &Config,
+    faults: &Faults,
+    app: Arc<api::App>,
     registry: Registry,
     listeners: Listeners,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let observer = HttpObserver::new(&cfg.identity, &registry)?;
-    let app = Arc::new(api::App::new(&cfg.identity, faults.clone(), &registry)?);
-    let router = api::router(app, observer);
+    let router = api::router(app.clone(), observer);
 
     let addr = listeners.main.local_addr()?;
     let metrics_addr = listeners.metrics.local_addr()?;
@@ -36,12 +64,20 @@ pub async fn run(
         listeners.metrics,
         draining.clone().cancelled_owned(),
     ));
+    let purge_task = tokio::spawn(purge_expired(
+        app.clone(),
+        cfg.purge_interval,
+        cfg.purge_batch,
+        draining.clone(),
+    ));
     tracing::info!(
         http = %addr,
         metrics = %metrics_addr,
         latency_ms = faults.latency().as_millis() as u64,
         failure_percent = faults.failure_percent(),
         error_percent = faults.error_percent(),
+        db = app.store().label(),
+        key_retention = %crate::config::show_duration(cfg.key_retention),
         "payment provider stand-in listening"
     );
 
@@ -64,6 +100,7 @@ pub async fn run(
         res = &mut server => {
             draining.cancel();
             let _ = metrics_task.await;
+            let _ = purge_task.await;
             return res.context("server task panicked")?.context("HTTP server failed");
         }
         () = draining.cancelled() => {}
@@ -73,8 +110,32 @@ pub async fn run(
         Err(_) => tracing::warn!("drain took longer than SHUTDOWN_GRACE_SECS; closing the remaining connections"),
     }
     let _ = metrics_task.await;
+    let _ = purge_task.await;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Purges expired keys at startup and then every `interval`, until `stop`.
+/// Each pass deletes at most `batch` keys in one short statement, so charges
+/// get the database between passes; a full pass is followed by another at
+/// once, so a backlog drains without waiting for the next interval.
+async fn purge_expired(app: Arc<api::App>, interval: Duration, batch: u32, stop: CancellationToken) {
+    loop {
+        while !stop.is_cancelled() {
+            match app.purge_expired(batch).await {
+                Ok(n) if n >= u64::from(batch) => tokio::task::yield_now().await,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging expired idempotency keys failed; retrying at the next interval");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 /// A server running in this process, for tests and tools: the shared
@@ -109,14 +170,22 @@ impl Handle {
     }
 }
 
-/// Binds the configured ports (0 = ephemeral) and serves in the background.
+/// Opens the store, binds the configured ports (0 = ephemeral) and serves
+/// in the background. An unusable store or port fails here, not later.
 pub async fn spawn(cfg: Config, registry: Registry) -> anyhow::Result<Handle> {
-    let listeners = bind(&cfg).await?;
+    let store = open_store(&cfg).await?;
+    let listeners = match bind(&cfg).await {
+        Ok(l) => l,
+        Err(e) => {
+            store.close().await;
+            return Err(e);
+        }
+    };
     let addr = listeners.main.local_addr()?;
     let metrics_addr = listeners.metrics.local_addr()?;
     let faults = Arc::new(Faults::new(cfg.latency, cfg.failure_percent, cfg.error_percent));
     let server = ServerHandle::spawn(addr, metrics_addr, |stop| {
-        run(cfg, faults.clone(), registry, listeners, stop)
+        run(cfg, faults.clone(), store, registry, listeners, stop)
     });
     Ok(Handle { server, faults })
 }

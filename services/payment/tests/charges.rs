@@ -324,3 +324,83 @@ async fn metrics_count_charges_by_outcome_and_requests_by_route() {
     }
     h.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_charge_is_found_by_its_idempotency_key() {
+    let h = start(Config::for_test()).await;
+    let (status, _, made) = charge(&h, Some("order-o7"), &body("o7", "7.00")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, found) = get(&h, "/v1/charges?idempotency_key=order-o7").await;
+    assert_eq!((status, &found), (StatusCode::OK, &made), "what POST answered");
+
+    // A declined charge is found too, with the decline's error and detail as POST gave them.
+    h.faults().set_failure_percent(100.0);
+    let (status, _, declined) = charge(&h, Some("order-o8"), &body("o8", "8.00")).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    let (status, found) = get(&h, "/v1/charges?idempotency_key=order-o8").await;
+    assert_eq!((status, &found), (StatusCode::OK, &declined));
+    assert_eq!(found["error"], "card_declined");
+
+    // Keys are sent URL-encoded.
+    h.faults().set_failure_percent(0.0);
+    let (status, _, odd) = charge(&h, Some("k&=+%/?#"), &body("o9", "9.00")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, found) = get(&h, "/v1/charges?idempotency_key=k%26%3D%2B%25%2F%3F%23").await;
+    assert_eq!((status, &found), (StatusCode::OK, &odd));
+
+    let (status, err) = get(&h, "/v1/charges?idempotency_key=never-sent").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+    assert_eq!(err["error"], "not_found");
+    let detail = err["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("\"never-sent\"") && detail.contains("expired") && detail.contains("24h"),
+        "{detail}"
+    );
+    // The list without a key is unchanged.
+    assert_eq!(charges(&h).await.len(), 3);
+    h.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_idempotency_key_parameter_is_400_naming_it() {
+    let h = start(Config::for_test()).await;
+    let long = "k".repeat(256);
+    for query in [
+        "idempotency_key=".to_owned(),
+        "idempotency_key".to_owned(),
+        "idempotency_key=has%20space".to_owned(),
+        format!("idempotency_key={long}"),
+    ] {
+        let (status, err) = get(&h, &format!("/v1/charges?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {err}");
+        assert_eq!(err["error"], "invalid_idempotency_key", "{query}: {err}");
+        assert_eq!(err["field"], "idempotency_key", "{query}: {err}");
+        assert!(
+            err["detail"].as_str().unwrap_or("").contains("1 to 255"),
+            "{query}: {err}"
+        );
+    }
+    // The longest valid key is a plain 404.
+    let (status, _) = get(&h, &format!("/v1/charges?idempotency_key={}", &long[..255])).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, err) = get(&h, "/v1/charges?idempotency_key=k&order_id=o").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(
+        (&err["error"], &err["field"]),
+        (&json!("invalid_request"), &json!("order_id"))
+    );
+    assert!(
+        err["detail"].as_str().unwrap_or("").contains("idempotency_key"),
+        "{err}"
+    );
+
+    let (status, err) = get(&h, "/v1/charges?idempotency_key=a&idempotency_key=b").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"], "invalid_query", "{err}");
+    assert!(
+        err["detail"].as_str().unwrap_or("").contains("idempotency_key"),
+        "{err}"
+    );
+    h.shutdown().await.unwrap();
+}
