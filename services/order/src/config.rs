@@ -28,6 +28,137 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How often the database is pinged for the health status.
     pub db_check_interval: Duration,
+    /// The background settler of PENDING orders.
+    pub settle: SettleSettings,
+}
+
+/// The settler's settings: every `interval`, up to `batch` PENDING orders at
+/// least `after` old are looked up at the provider and settled, each claimed
+/// for `lease` so that one replica settles it at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettleSettings {
+    /// `ORDER_SETTLE_INTERVAL`: the pause between two passes.
+    pub interval: Duration,
+    /// `ORDER_SETTLE_AFTER`: the age an order reaches before the settler
+    /// touches it, so CreateOrders still waiting on the provider are left alone.
+    pub after: Duration,
+    /// `ORDER_SETTLE_BATCH`: the most orders one pass looks at.
+    pub batch: u32,
+    /// `ORDER_SETTLE_LEASE`: how long a claimed order is the claimer's alone
+    /// (its lookup and its charge each take at most PAYMENT_TIMEOUT_MS).
+    pub lease: Duration,
+    /// `ORDER_SETTLE_MAX_AGE`: older orders are left to a person. The
+    /// provider forgets a key after a while (a day at Stripe and at the
+    /// stand-in, PAYMENT_KEY_RETENTION): past that its 404 no longer means
+    /// "never charged", and charging again could charge twice.
+    pub max_age: Duration,
+}
+
+/// The defaults with the default PAYMENT_TIMEOUT_MS (3 s).
+impl Default for SettleSettings {
+    fn default() -> Self {
+        Self::defaults_for(Duration::from_secs(3))
+    }
+}
+
+pub const MAX_SETTLE_INTERVAL: Duration = Duration::from_secs(3600);
+pub const MAX_SETTLE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const MAX_SETTLE_LEASE: Duration = Duration::from_secs(3600);
+pub const MAX_SETTLE_BATCH: u32 = 1000;
+pub const MAX_SETTLE_MAX_AGE: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl SettleSettings {
+    /// The defaults: a pass every 5 s, at most 50 orders, from 10 s to 12 h
+    /// old, each held 30 s; with a PAYMENT_TIMEOUT_MS so long that these
+    /// would break [`SettleSettings::check`], orders wait twice it and are
+    /// held three times it instead.
+    pub fn defaults_for(payment_timeout: Duration) -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+            after: Duration::from_secs(10).max(payment_timeout.saturating_mul(2)),
+            batch: 50,
+            lease: Duration::from_secs(30).max(payment_timeout.saturating_mul(3)),
+            max_age: Duration::from_secs(12 * 3600),
+        }
+    }
+
+    /// From `ORDER_SETTLE_*`; `payment_timeout` bounds the times from below.
+    pub fn from_env(payment_timeout: Duration) -> Result<Self, ConfigError> {
+        let d = Self::defaults_for(payment_timeout);
+        let s = Self {
+            interval: duration_at_most("ORDER_SETTLE_INTERVAL", d.interval, MAX_SETTLE_INTERVAL)?,
+            after: duration_at_most("ORDER_SETTLE_AFTER", d.after, MAX_SETTLE_AFTER)?,
+            batch: env::parse("ORDER_SETTLE_BATCH", d.batch, 1..=MAX_SETTLE_BATCH)?,
+            lease: duration_at_most("ORDER_SETTLE_LEASE", d.lease, MAX_SETTLE_LEASE)?,
+            max_age: duration_at_most("ORDER_SETTLE_MAX_AGE", d.max_age, MAX_SETTLE_MAX_AGE)?,
+        };
+        s.check(payment_timeout)?;
+        Ok(s)
+    }
+
+    /// The rules between the settings and PAYMENT_TIMEOUT_MS.
+    pub fn check(&self, payment_timeout: Duration) -> Result<(), ConfigError> {
+        let pt = payment_timeout.as_millis();
+        if self.after <= payment_timeout {
+            return Err(ConfigError::new(
+                "ORDER_SETTLE_AFTER",
+                &shown("ORDER_SETTLE_AFTER", self.after),
+                format!(
+                    "must be longer than PAYMENT_TIMEOUT_MS ({pt} ms), or the settler races CreateOrders still waiting on the provider"
+                ),
+            ));
+        }
+        if self.lease <= payment_timeout * 2 {
+            return Err(ConfigError::new(
+                "ORDER_SETTLE_LEASE",
+                &shown("ORDER_SETTLE_LEASE", self.lease),
+                format!(
+                    "must be longer than twice PAYMENT_TIMEOUT_MS ({} ms): a settlement is a lookup and maybe a charge, each up to PAYMENT_TIMEOUT_MS",
+                    2 * pt
+                ),
+            ));
+        }
+        if self.max_age <= self.after {
+            return Err(ConfigError::new(
+                "ORDER_SETTLE_MAX_AGE",
+                &shown("ORDER_SETTLE_MAX_AGE", self.max_age),
+                format!(
+                    "must be longer than ORDER_SETTLE_AFTER ({}), or no order is ever old enough and young enough to settle",
+                    fmt_duration(self.after)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The variable as set, or `d` (its default) as the docs write it.
+fn shown(var: &str, d: Duration) -> String {
+    env::optional(var).ok().flatten().unwrap_or_else(|| fmt_duration(d))
+}
+
+/// `10s`, `250ms`.
+fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// A duration setting (`5s`, `250ms`, `1m`) from more than zero to `max`.
+fn duration_at_most(var: &str, default: Duration, max: Duration) -> Result<Duration, ConfigError> {
+    let d = env::duration(var, default)?;
+    if d > max {
+        let raw = env::optional(var)?.unwrap_or_default();
+        return Err(ConfigError::new(
+            var,
+            &raw,
+            format!("must be at most {}", fmt_duration(max)),
+        ));
+    }
+    Ok(d)
 }
 
 /// Where orders are stored.
@@ -112,6 +243,7 @@ impl Config {
         )?;
         let data_dir = PathBuf::from(env::string("DATA_DIR", ".data")?);
         let database = Database::from_url(env::optional("DATABASE_URL")?.as_deref(), &data_dir)?;
+        let payment_timeout = Duration::from_millis(env::parse("PAYMENT_TIMEOUT_MS", 3000u64, 1..=600_000)?);
         Ok(Self {
             identity: Identity::from_env("order")?,
             bind_addr,
@@ -119,11 +251,12 @@ impl Config {
             metrics_port: env::port("METRICS_PORT", 9464)?,
             product_addr,
             payment_url,
-            payment_timeout: Duration::from_millis(env::parse("PAYMENT_TIMEOUT_MS", 3000u64, 1..=600_000)?),
+            payment_timeout,
             product_timeout: PRODUCT_TIMEOUT,
             database,
             shutdown_grace: env::seconds("SHUTDOWN_GRACE_SECS", 10, 3600)?,
             db_check_interval: Duration::from_secs(5),
+            settle: SettleSettings::from_env(payment_timeout)?,
         })
     }
 
@@ -141,6 +274,7 @@ impl Config {
             database,
             shutdown_grace: Duration::from_secs(10),
             db_check_interval: Duration::from_millis(200),
+            settle: SettleSettings::default(),
         }
     }
 }
@@ -195,6 +329,50 @@ mod tests {
         assert_eq!(e.variable, "DATABASE_URL");
         assert!(!e.to_string().contains("hunter2"), "{e}");
         assert!(Database::from_url(Some("sqlite::memory:"), dir).is_err());
+    }
+
+    #[test]
+    fn settle_settings_are_checked_against_the_payment_timeout() {
+        let d = SettleSettings::default();
+        assert_eq!(
+            (d.interval, d.after, d.batch, d.lease),
+            (
+                Duration::from_secs(5),
+                Duration::from_secs(10),
+                50,
+                Duration::from_secs(30)
+            )
+        );
+        assert_eq!(d.max_age, Duration::from_secs(12 * 3600));
+        // A long PAYMENT_TIMEOUT_MS moves the defaults it bounds, so it alone never stops startup.
+        for pt in [1, 3000, 5000, 20_000, 600_000] {
+            let pt = Duration::from_millis(pt);
+            let d = SettleSettings::defaults_for(pt);
+            assert!(d.check(pt).is_ok(), "{pt:?}: {d:?}");
+        }
+        let long = SettleSettings::defaults_for(Duration::from_secs(20));
+        assert_eq!(
+            (long.after, long.lease),
+            (Duration::from_secs(40), Duration::from_secs(60))
+        );
+        assert!(d.check(Duration::from_secs(3)).is_ok());
+        let e = d.check(Duration::from_secs(10)).unwrap_err();
+        assert_eq!(e.variable, "ORDER_SETTLE_AFTER");
+        assert!(e.reason.contains("longer than PAYMENT_TIMEOUT_MS (10000 ms)"), "{e}");
+        let short_lease = SettleSettings {
+            lease: Duration::from_secs(6),
+            ..d
+        };
+        let e = short_lease.check(Duration::from_secs(3)).unwrap_err();
+        assert_eq!(e.variable, "ORDER_SETTLE_LEASE");
+        assert!(e.reason.contains("twice PAYMENT_TIMEOUT_MS (6000 ms)"), "{e}");
+        let no_window = SettleSettings {
+            max_age: Duration::from_secs(10),
+            ..d
+        };
+        let e = no_window.check(Duration::from_secs(3)).unwrap_err();
+        assert_eq!((e.variable.as_str(), e.value.as_str()), ("ORDER_SETTLE_MAX_AGE", "10s"));
+        assert!(e.reason.contains("longer than ORDER_SETTLE_AFTER (10s)"), "{e}");
     }
 
     #[test]

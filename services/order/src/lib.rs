@@ -11,7 +11,8 @@ mod pricing;
 pub mod request;
 pub mod server;
 mod service;
+mod settler;
 pub mod store;
 
-pub use config::{Config, Database};
+pub use config::{Config, Database, SettleSettings};
 pub use server::{Handle, spawn};

@@ -1,6 +1,8 @@
 //! The payment provider hop: `POST {PAYMENT_URL}/v1/charges` with an
 //! `Idempotency-Key` derived from the order, so every attempt for one order
-//! (retries, racing duplicates) is the same charge at the provider.
+//! (retries, racing duplicates, the settler) is the same charge at the
+//! provider; and `GET {PAYMENT_URL}/v1/charges?idempotency_key=…`, the
+//! settler's question what became of that charge.
 
 use std::time::Duration;
 
@@ -42,6 +44,31 @@ impl Outcome {
     }
 }
 
+/// What the provider holds under an order's key ([`Payments::lookup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// A succeeded charge.
+    Paid { charge_id: String },
+    /// A declined (failed) charge: the customer was not charged.
+    Declined { reason: String },
+    /// 404: the provider has no charge under the key; charging is safe.
+    NoRecord,
+    /// No answer, or one that settles nothing (5xx, a charge still in
+    /// progress, another key's charge, an unreadable body).
+    Unknown { why: String },
+}
+
+impl Lookup {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Paid { .. } => "paid",
+            Self::Declined { .. } => "declined",
+            Self::NoRecord => "no_record",
+            Self::Unknown { .. } => "unknown",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Payments {
     http: reqwest::Client,
@@ -59,6 +86,12 @@ struct Answer {
     error: String,
     #[serde(default)]
     detail: String,
+    #[serde(default)]
+    idempotency_key: String,
+    #[serde(default)]
+    failure_code: String,
+    #[serde(default)]
+    failure_message: String,
 }
 
 /// The provider's key for an order's charge: stable for the order's life.
@@ -99,18 +132,7 @@ impl Payments {
             http.response.status_code = Empty,
             order_id = %order.id,
         );
-        let mut headers = reqwest::header::HeaderMap::new();
-        {
-            let _in = span.enter();
-            telemetry::propagation::inject_http(&mut headers);
-        }
-        if let Some(rid) = incoming
-            .get(telemetry::propagation::REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| reqwest::header::HeaderValue::from_str(v).ok())
-        {
-            headers.insert(telemetry::propagation::REQUEST_ID, rid);
-        }
+        let headers = outgoing_headers(&span, incoming);
         let body = json!({
             "order_id": order.id,
             "amount": format_micros(order.total_micros),
@@ -156,6 +178,124 @@ impl Payments {
             }
         };
         classify(status.as_u16(), answer)
+    }
+
+    /// What the provider holds under the order's key: `GET
+    /// {PAYMENT_URL}/v1/charges?idempotency_key=order-{id}`, bounded by
+    /// `timeout`. It answers 200 with the charge as `POST /v1/charges`
+    /// answered it (a 402 with the declined charge is read the same way),
+    /// or 404 when it has no charge under the key.
+    pub async fn lookup(&self, order: &Order, incoming: &MetadataMap, timeout: Duration) -> Lookup {
+        let key = idempotency_key(&order.id);
+        let url =
+            match reqwest::Url::parse_with_params(&format!("{}/v1/charges", self.base), [("idempotency_key", &key)]) {
+                Ok(u) => u,
+                Err(e) => {
+                    return Lookup::Unknown {
+                        why: format!("cannot make the lookup URL: {}", telemetry::error_chain(&e)),
+                    };
+                }
+            };
+        let span = tracing::info_span!(
+            "GET /v1/charges",
+            otel.kind = "client",
+            http.request.method = "GET",
+            url.full = %url,
+            http.response.status_code = Empty,
+            order_id = %order.id,
+        );
+        let headers = outgoing_headers(&span, incoming);
+        let sent = self
+            .http
+            .get(url)
+            .headers(headers)
+            .timeout(timeout)
+            .send()
+            .instrument(span.clone())
+            .await;
+        let res = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Lookup::Unknown {
+                    why: format!("no answer within {} ms", timeout.as_millis()),
+                };
+            }
+            Err(e) => {
+                return Lookup::Unknown {
+                    why: telemetry::error_chain(&e),
+                };
+            }
+        };
+        let status = res.status();
+        span.record("http.response.status_code", status.as_u16());
+        match res.bytes().instrument(span).await {
+            Ok(b) => classify_lookup(status.as_u16(), &key, &b),
+            Err(e) if e.is_timeout() => Lookup::Unknown {
+                why: format!("no complete answer within {} ms", timeout.as_millis()),
+            },
+            Err(e) => Lookup::Unknown {
+                why: telemetry::error_chain(&e),
+            },
+        }
+    }
+}
+
+/// The trace context of `span`, and the caller's request id.
+fn outgoing_headers(span: &tracing::Span, incoming: &MetadataMap) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    {
+        let _in = span.enter();
+        telemetry::propagation::inject_http(&mut headers);
+    }
+    if let Some(rid) = incoming
+        .get(telemetry::propagation::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| reqwest::header::HeaderValue::from_str(v).ok())
+    {
+        headers.insert(telemetry::propagation::REQUEST_ID, rid);
+    }
+    headers
+}
+
+/// A lookup's answer. Only a definite charge under our own key settles the
+/// order, and only a 404 lets the settler charge: anything else is unknown.
+fn classify_lookup(status: u16, key: &str, body: &[u8]) -> Lookup {
+    if status == 404 {
+        return Lookup::NoRecord;
+    }
+    let a: Answer = serde_json::from_slice(body).unwrap_or_default();
+    if matches!(status, 200 | 402) && !a.idempotency_key.is_empty() && a.idempotency_key != key {
+        return Lookup::Unknown {
+            why: format!(
+                "HTTP {status} with the charge of another Idempotency-Key ({:?}, asked for {key:?})",
+                a.idempotency_key
+            ),
+        };
+    }
+    match (status, a.status.as_str()) {
+        (200, "succeeded") if !a.id.is_empty() => Lookup::Paid { charge_id: a.id },
+        (200 | 402, "failed" | "declined") | (402, "") => Lookup::Declined {
+            reason: decline_reason(&a),
+        },
+        (200 | 402, other) => Lookup::Unknown {
+            why: format!("HTTP {status} without a settled charge (charge status {other:?})"),
+        },
+        _ => Lookup::Unknown {
+            why: format!("HTTP {status}: {}", describe(&a, "error")),
+        },
+    }
+}
+
+/// A declined charge's reason in CreateOrder's words: `card_declined: …`.
+fn decline_reason(a: &Answer) -> String {
+    let code = [&a.error, &a.failure_code]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .map_or("card_declined", String::as_str);
+    let detail = [&a.detail, &a.failure_message].into_iter().find(|s| !s.is_empty());
+    match detail {
+        Some(d) => format!("{code}: {d}"),
+        None => code.to_owned(),
     }
 }
 
@@ -231,6 +371,86 @@ mod tests {
             Outcome::Unknown { .. }
         ));
         assert!(matches!(classify(400, Answer::default()), Outcome::Failed { .. }));
+    }
+
+    #[test]
+    fn lookups_are_classified() {
+        let key = "order-o1";
+        let body = |v: serde_json::Value| serde_json::to_vec(&v).unwrap();
+        // The charge as POST /v1/charges answered it.
+        assert_eq!(
+            classify_lookup(
+                200,
+                key,
+                &body(json!({"id": "ch_1", "status": "succeeded", "idempotency_key": key}))
+            ),
+            Lookup::Paid {
+                charge_id: "ch_1".into()
+            }
+        );
+        let declined = json!({"id": "ch_2", "status": "failed", "idempotency_key": key,
+            "failure_code": "card_declined", "failure_message": "no funds"});
+        assert_eq!(
+            classify_lookup(200, key, &body(declined.clone())),
+            Lookup::Declined {
+                reason: "card_declined: no funds".into()
+            }
+        );
+        // The 402 that POST answers for a decline, error and detail first.
+        let mut as_posted = declined;
+        as_posted["error"] = json!("card_declined");
+        as_posted["detail"] = json!("the card was declined");
+        assert_eq!(
+            classify_lookup(402, key, &body(as_posted)),
+            Lookup::Declined {
+                reason: "card_declined: the card was declined".into()
+            }
+        );
+        assert_eq!(
+            classify_lookup(200, key, &body(json!({"id": "ch_3", "status": "declined"}))),
+            Lookup::Declined {
+                reason: "card_declined".into()
+            }
+        );
+        // Only a 404 means "no charge under this key".
+        assert_eq!(
+            classify_lookup(404, key, &body(json!({"error": "not_found"}))),
+            Lookup::NoRecord
+        );
+        assert_eq!(classify_lookup(404, key, b"<html>"), Lookup::NoRecord);
+        for (status, b) in [
+            (503, body(json!({"error": "provider_unavailable"}))),
+            (500, b"oops".to_vec()),
+            (429, Vec::new()),
+            (400, body(json!({"error": "invalid_request"}))),
+            // A list instead of a charge (a provider that ignores the query).
+            (
+                200,
+                body(json!({"count": 1, "charges": [{"id": "ch_9", "status": "succeeded"}]})),
+            ),
+            (
+                200,
+                body(json!({"id": "ch_1", "status": "pending", "idempotency_key": key})),
+            ),
+            (200, body(json!({"id": "", "status": "succeeded"}))),
+            (200, b"not json".to_vec()),
+            // Another key's charge is not ours, whatever its status.
+            (
+                200,
+                body(json!({"id": "ch_1", "status": "succeeded", "idempotency_key": "order-o2"})),
+            ),
+            (
+                402,
+                body(json!({"id": "ch_1", "status": "failed", "idempotency_key": "order-o2"})),
+            ),
+        ] {
+            let got = classify_lookup(status, key, &b);
+            assert!(
+                matches!(got, Lookup::Unknown { .. }),
+                "{status} {}: {got:?}",
+                String::from_utf8_lossy(&b)
+            );
+        }
     }
 
     #[test]

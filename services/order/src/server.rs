@@ -14,6 +14,7 @@ use crate::{
     payments::Payments,
     pricing::Pricing,
     service::OrderApi,
+    settler::Settler,
     store::Store,
 };
 
@@ -62,10 +63,18 @@ pub async fn run(
         store.clone(),
         db_state.clone(),
         pricing,
-        payments,
+        payments.clone(),
         &cfg.identity,
         cfg.product_timeout,
         &metrics.registry,
+    )?;
+    let settler = Settler::new(
+        store.clone(),
+        db_state.clone(),
+        payments,
+        cfg.settle,
+        &metrics.registry,
+        api.payment_attempts(),
     )?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -80,12 +89,15 @@ pub async fn run(
         serving,
         watcher_stop.clone(),
     ));
+    let settler = tokio::spawn(settler.run(watcher_stop.clone()));
     // The watcher must be gone before shutdown reports NOT_SERVING, or a
-    // check finishing late could report SERVING again.
+    // check finishing late could report SERVING again. The settler stops
+    // with it: an order it was settling stays PENDING for the next pass.
     let stop = async move {
         stop.await;
         watcher_stop.cancel();
         let _ = watcher.await;
+        let _ = settler.await;
     };
 
     let (reflection_v1, reflection_v1alpha) = lifecycle::reflection(&[proto::FILE_DESCRIPTOR_SET])?;
@@ -117,6 +129,10 @@ pub async fn run(
         database = %store.label(),
         product = %cfg.product_addr,
         payment = %cfg.payment_url,
+        settle_interval_ms = cfg.settle.interval.as_millis() as u64,
+        settle_after_ms = cfg.settle.after.as_millis() as u64,
+        settle_batch = cfg.settle.batch,
+        settle_lease_ms = cfg.settle.lease.as_millis() as u64,
         "order service listening"
     );
     let res =

@@ -68,6 +68,11 @@ impl OrderApi {
         })
     }
 
+    /// `order_payment_attempts_total`, which the settler's charges count in too.
+    pub fn payment_attempts(&self) -> IntCounterVec {
+        self.payment_outcomes.clone()
+    }
+
     fn db_error(&self, e: sqlx::Error) -> Status {
         let label = self.store.label();
         match e {
@@ -290,7 +295,7 @@ fn build_order(
     })
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -344,7 +349,7 @@ impl OrderApi {
 
     async fn get(&self, req: Request<GetOrderRequest>) -> Result<OrderMsg, Status> {
         let id = &req.get_ref().id;
-        request::text("id", id).map_err(Status::invalid_argument)?;
+        request::identifier("id", id, request::MAX_ID_CHARS).map_err(Status::invalid_argument)?;
         self.ensure_ready()?;
         match self.store.get(id).await.map_err(|e| self.db_error(e))? {
             Some(o) => Ok(self.message(o)),

@@ -298,7 +298,7 @@ async fn bad_requests_name_the_field_and_store_nothing(b: Backend) {
         ),
         (
             create("k", "c\n1", &[("1", 1)]),
-            "customer_id contains the non-printable character '\\n'",
+            "customer_id contains the control character U+000A at character 2 of 3;",
         ),
         (create("k", " ", &[("1", 1)]), "customer_id is required"),
         (create("k", "c", &[]), "items has 0 lines; an order has 1 to 50"),
@@ -332,6 +332,92 @@ async fn bad_requests_name_the_field_and_store_nothing(b: Backend) {
     assert!(s.db.orders().await.is_empty());
     assert!(s.db.lines().await.is_empty());
     assert!(s.charges().await.is_empty());
+}
+
+/// Every caller-supplied identifier refuses control characters,
+/// bidirectional overrides, isolates and marks, and zero-width characters,
+/// naming the field, the code point and where it is; nothing is stored or
+/// charged. Other scripts and symbols are welcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identifiers_refuse_control_bidi_and_zero_width_characters_naming_the_code_point() {
+    let mut s = Setup::new(Backend::Sqlite).start().await;
+    let classes = [
+        (
+            "the control character",
+            &['\u{0}', '\u{7}', '\t', '\u{1B}', '\u{7F}', '\u{9B}'][..],
+        ),
+        (
+            "the bidirectional formatting character",
+            &[
+                '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}',
+                '\u{2069}', '\u{200E}', '\u{200F}',
+            ][..],
+        ),
+        (
+            "the zero-width character",
+            &['\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}'][..],
+        ),
+    ];
+    for (class, chars) in classes {
+        for &c in chars {
+            let bad = format!("ab{c}c");
+            let want = |field: &str| {
+                format!(
+                    "{field} contains {class} U+{:04X} at character 3 of 4; identifiers may not contain control, \
+                     bidirectional formatting or zero-width characters",
+                    u32::from(c)
+                )
+            };
+            let calls = [
+                (
+                    "idempotency_key",
+                    s.client.create_order(create(&bad, "c-1", &[("1", 1)])).await.map(drop),
+                ),
+                (
+                    "customer_id",
+                    s.client.create_order(create("k-1", &bad, &[("1", 1)])).await.map(drop),
+                ),
+                (
+                    "items[1].product_id",
+                    s.client
+                        .create_order(create("k-1", "c-1", &[("1", 1), (&bad, 1)]))
+                        .await
+                        .map(drop),
+                ),
+                (
+                    "id",
+                    s.client.get_order(GetOrderRequest { id: bad.clone() }).await.map(drop),
+                ),
+                (
+                    "customer_id",
+                    s.client
+                        .list_orders(ListOrdersRequest {
+                            customer_id: bad.clone(),
+                            page_size: 0,
+                            page_number: None,
+                        })
+                        .await
+                        .map(drop),
+                ),
+            ];
+            for (field, res) in calls {
+                let e = res.expect_err(&format!("{field} with U+{:04X}", u32::from(c)));
+                assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
+                assert_eq!(e.message(), want(field));
+            }
+        }
+    }
+    assert!(s.db.orders().await.is_empty());
+    assert!(s.charges().await.is_empty());
+    // Letters of any script, accents and emoji are identifiers like any other.
+    let o = s
+        .client
+        .create_order(create("clé-🙂-1", "Zoë Ünal 山田 שלום", &[("1", 1)]))
+        .await
+        .expect("a non-ASCII customer and key")
+        .into_inner();
+    assert_eq!(o.status(), OrderStatus::Paid);
+    assert_eq!(o.customer_id, "Zoë Ünal 山田 שלום");
 }
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";

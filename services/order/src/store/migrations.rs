@@ -8,7 +8,10 @@ use sqlx::{
 
 /// (version, description, SQL). Append only: applied migrations are
 /// checksummed, and an edited one stops startup.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "orders", include_str!("../../migrations/0001_orders.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "orders", include_str!("../../migrations/0001_orders.sql")),
+    (2, "settling", include_str!("../../migrations/0002_settling.sql")),
+];
 
 pub fn migrator() -> Migrator {
     Migrator::with_migrations(

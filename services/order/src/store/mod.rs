@@ -47,6 +47,43 @@ pub enum Inserted {
     KeyTaken,
 }
 
+/// A PENDING order that a settler has taken ([`Store::claim_pending`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub id: String,
+    /// 1 the first time a settler takes the order.
+    pub attempt: i64,
+}
+
+/// The PENDING orders at a glance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingStats {
+    pub count: i64,
+    /// `created_at_ms` of the oldest; None without PENDING orders.
+    pub oldest_created_at_ms: Option<i64>,
+}
+
+/// Takes one order: the oldest PENDING one old enough that nobody holds.
+/// The outer conditions are checked again on the row as it is when the
+/// UPDATE gets to it (PostgreSQL re-reads a row another transaction changed
+/// meanwhile), so two settlers never both take an order; on PostgreSQL the
+/// inner SELECT skips rows another settler is taking right now, so the
+/// second one takes the next order instead of waiting and finding none.
+macro_rules! claim_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE orders SET settling_until_ms = $1, settle_attempts = settle_attempts + 1 \
+             WHERE id = (SELECT id FROM orders \
+                         WHERE status = 'PENDING' AND created_at_ms <= $2 AND created_at_ms >= $4 \
+                           AND settling_until_ms <= $3 \
+                         ORDER BY created_at_ms, id LIMIT 1",
+            $lock,
+            ") AND status = 'PENDING' AND created_at_ms <= $2 AND created_at_ms >= $4 AND settling_until_ms <= $3 \
+             RETURNING id, settle_attempts"
+        )
+    };
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: Db,
@@ -58,6 +95,63 @@ const ORDER_COLUMNS: &str = "o.id, o.idempotency_key, o.request_hash, o.customer
      l.line_no, l.product_id, l.product_name, l.quantity, l.unit_price_micros, l.line_total_micros, \
      l.priced_by_service, l.priced_by_version, l.priced_by_pod, l.priced_by_node, l.priced_by_zone, \
      l.priced_by_namespace";
+
+/// The SQLite file holds customers' orders: only the service's own user
+/// may read it. A new file is created with mode 0600 (SQLite gives the
+/// `-wal` and `-shm` files it creates the database file's mode); an
+/// existing one, or a `-wal`/`-shm` left by an earlier run, that others can
+/// read is narrowed to 0600, with a warning.
+fn private_file(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::{fs::OpenOptions, os::unix::fs::OpenOptionsExt as _};
+    match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot create the order database file {} (DATA_DIR, or DATABASE_URL=sqlite:PATH)",
+                path.display()
+            )));
+        }
+    }
+    narrow(path);
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let side = std::path::PathBuf::from(side);
+        if side.exists() {
+            narrow(&side);
+        }
+    }
+    Ok(())
+}
+
+/// Mode 0600 for a file that others can read; a file that cannot be read
+/// or changed is only logged (SQLite says what is wrong when it opens it).
+fn narrow(path: &std::path::Path) {
+    use std::{fs::Permissions, os::unix::fs::PermissionsExt as _};
+    let mode = match std::fs::metadata(path) {
+        Ok(m) => m.permissions().mode(),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %telemetry::error_chain(&e), "cannot read the mode of an order database file");
+            return;
+        }
+    };
+    if mode & 0o077 != 0 {
+        match std::fs::set_permissions(path, Permissions::from_mode(0o600)) {
+            Ok(()) => tracing::warn!(
+                file = %path.display(),
+                was = format!("{:o}", mode & 0o777),
+                "the order database file was readable by other users: its mode is now 600"
+            ),
+            Err(e) => tracing::warn!(
+                file = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                error = %telemetry::error_chain(&e),
+                "the order database file is readable by other users and its mode cannot be changed"
+            ),
+        }
+    }
+}
 
 impl Store {
     /// Opens the pool. SQLite: creates the directory and the file, failing
@@ -71,6 +165,7 @@ impl Store {
                     std::fs::create_dir_all(dir)
                         .with_context(|| format!("cannot create the data directory {} (DATA_DIR)", dir.display()))?;
                 }
+                private_file(path)?;
                 let opts = SqliteConnectOptions::new()
                     .filename(path)
                     .create_if_missing(true)
@@ -203,6 +298,72 @@ impl Store {
             .execute(pool)
             .await?;
             Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// The settler's claim: the oldest PENDING order created from
+    /// `created.start()` to `created.end()` that no settler holds at `now_ms`
+    /// is held until `lease_until_ms`, by one statement that only one caller can win.
+    pub async fn claim_pending(
+        &self,
+        now_ms: i64,
+        created: std::ops::RangeInclusive<i64>,
+        lease_until_ms: i64,
+    ) -> Result<Option<Claimed>, sqlx::Error> {
+        let (created_after_ms, created_before_ms) = created.into_inner();
+        let row = match &self.db {
+            Db::Sqlite(pool) => sqlx::query(claim_sql!(""))
+                .bind(lease_until_ms)
+                .bind(created_before_ms)
+                .bind(now_ms)
+                .bind(created_after_ms)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| Ok::<_, sqlx::Error>((r.text("id")?, r.int("settle_attempts")?)))
+                .transpose()?,
+            Db::Postgres(pool) => sqlx::query(claim_sql!(" FOR UPDATE SKIP LOCKED"))
+                .bind(lease_until_ms)
+                .bind(created_before_ms)
+                .bind(now_ms)
+                .bind(created_after_ms)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| Ok::<_, sqlx::Error>((r.text("id")?, r.int("settle_attempts")?)))
+                .transpose()?,
+        };
+        Ok(row.map(|(id, attempt)| Claimed { id, attempt }))
+    }
+
+    /// Gives a claimed order back while still PENDING: no settler takes it
+    /// again before `retry_at_ms`. Only the claim numbered `attempt` gives
+    /// it back: a claim whose lease ran out and that another settler took
+    /// since does not cut that settler's lease short.
+    pub async fn release_pending(&self, id: &str, attempt: i64, retry_at_ms: i64) -> Result<(), sqlx::Error> {
+        with_pool!(&self.db, pool => {
+            sqlx::query(
+                "UPDATE orders SET settling_until_ms = $1 WHERE id = $2 AND status = 'PENDING' AND settle_attempts = $3",
+            )
+                .bind(retry_at_ms)
+                .bind(id)
+                .bind(attempt)
+                .execute(pool)
+                .await
+                .map(drop)
+        })
+    }
+
+    pub async fn pending_stats(&self) -> Result<PendingStats, sqlx::Error> {
+        with_pool!(&self.db, pool => {
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS n, COALESCE(MIN(created_at_ms), 0) AS oldest FROM orders WHERE status = 'PENDING'",
+            )
+            .fetch_one(pool)
+            .await?;
+            let count = row.int("n")?;
+            Ok(PendingStats {
+                count,
+                oldest_created_at_ms: (count > 0).then(|| row.int("oldest")).transpose()?,
+            })
         })
     }
 

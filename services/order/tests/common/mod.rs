@@ -54,6 +54,7 @@ pub struct Setup {
     product_timeout: Option<Duration>,
     payment_timeout: Duration,
     record: bool,
+    settle: Option<order::SettleSettings>,
 }
 
 impl Setup {
@@ -66,7 +67,21 @@ impl Setup {
             product_timeout: None,
             payment_timeout: Duration::from_secs(3),
             record: false,
+            settle: None,
         }
+    }
+
+    /// The settler's pace: a pass every `interval`, orders at least `after`
+    /// old, `batch` a pass (the defaults, 5 s and 10 s, keep it out of the
+    /// way of tests that finish PENDING orders themselves).
+    pub fn settle(mut self, interval: Duration, after: Duration, batch: u32) -> Self {
+        self.settle = Some(order::SettleSettings {
+            interval,
+            after,
+            batch,
+            ..order::SettleSettings::default()
+        });
+        self
     }
 
     /// Puts recording hops between order and the product and payment servers.
@@ -156,10 +171,14 @@ impl Setup {
         if let Some(t) = self.product_timeout {
             cfg.product_timeout = t;
         }
-        let order = order::spawn(cfg, grpc_metrics()).await.expect("order starts");
+        if let Some(settle) = self.settle {
+            cfg.settle = settle;
+        }
+        let order = order::spawn(cfg.clone(), grpc_metrics()).await.expect("order starts");
         let db = TestDb::open(&database).await;
         let client = OrderServiceClient::new(channel(&order.url()).await);
         Stack {
+            order_cfg: cfg,
             product_seen,
             payment_seen,
             backend: self.backend,
@@ -200,6 +219,8 @@ pub async fn channel(url: &str) -> Channel {
 
 /// Fields drop in order: servers first, the database last.
 pub struct Stack {
+    /// The order service's settings, for [`Stack::spawn_replica`].
+    pub order_cfg: order::Config,
     /// Headers of the requests that reached product and payment (`record_hops`).
     pub product_seen: proxy::Seen,
     pub payment_seen: proxy::Seen,
@@ -219,6 +240,19 @@ pub struct Stack {
 impl Stack {
     pub fn payment(&self) -> &payment::Handle {
         self.payment.as_ref().expect("payment is running")
+    }
+
+    /// Another order service on the same database, product and payment
+    /// (another pod of the Deployment), with its own metrics.
+    pub async fn spawn_replica(&self, pod: &str) -> order::Handle {
+        let mut cfg = self.order_cfg.clone();
+        cfg.identity = telemetry::Identity::for_test("order", "v1", pod);
+        order::spawn(cfg, grpc_metrics()).await.expect("replica starts")
+    }
+
+    /// The order service's `/metrics`, as Prometheus scrapes it.
+    pub async fn order_metrics(&self) -> String {
+        testkit::scrape(self.order.metrics_addr).await
     }
 
     /// Starts the payment stand-in on the PAYMENT_URL that was down.
