@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY_REQ := scripts/requirements-test.txt
 STAMP  := $(VENV)/.installed-$(shell sha1sum $(PY_REQ) 2>/dev/null | cut -c1-12)
 
-.PHONY: help build build-debug run run-direct test bench observe unit lint fmt tools system-deps validate-manifests nextest clean
+.PHONY: help build build-debug run run-direct test chaos bench observe unit lint fmt tools system-deps validate-manifests nextest clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -26,6 +26,10 @@ run-direct: build ## the services without localmesh, on fixed ports (debugging)
 
 test: tools nextest ## the whole test suite (real servers, real clients)
 	$(CARGO) nextest run --workspace --no-fail-fast
+
+chaos: nextest ## the fault matrix at full size against a real localmesh up: pods killed and hung, stream floods; prints the audit table
+	$(CARGO) build --workspace --bins
+	CHAOS=full $(CARGO) nextest run -p localmesh --test chaos --no-capture
 
 bench: build ## gateway throughput, latency and memory beside direct calls and nginx (prints figures)
 	scripts/install-system-deps.sh bench
