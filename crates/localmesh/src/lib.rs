@@ -13,6 +13,7 @@ pub mod duration;
 mod error;
 pub mod grpc;
 pub mod identity;
+pub mod logs;
 pub mod model;
 pub mod outlier;
 pub mod pods;

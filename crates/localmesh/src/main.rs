@@ -36,7 +36,8 @@ enum Command {
         /// Where the service binaries (product, order, payment, frontend) are.
         #[arg(long, default_value = "target/release")]
         bin_dir: PathBuf,
-        /// Pod logs (logs/<pod>.log) and data (the order service's SQLite file).
+        /// Pod logs (logs/<pod>.log, rotated: see --log-max-size) and data (the order service's
+        /// SQLite file).
         #[arg(long, default_value = ".data/localmesh")]
         data_dir: PathBuf,
         /// The TLS gateway listener (the cluster's :443).
@@ -79,6 +80,8 @@ enum Command {
         memory_release_interval: std::time::Duration,
         #[command(flatten)]
         connections: localmesh::proxy::listen::Limits,
+        #[command(flatten)]
+        logs: localmesh::logs::Rotation,
     },
     /// Run the documented journeys through the TLS gateway and print a pass/fail table;
     /// exits non-zero on any failure.
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             ready_timeout_secs,
             memory_release_interval,
             connections,
+            logs,
         } => {
             let mut opts = localmesh::up::UpOptions {
                 root,
@@ -133,6 +137,7 @@ fn main() -> ExitCode {
                 tap_buffer,
                 ready_timeout: std::time::Duration::from_secs(ready_timeout_secs),
                 connections,
+                logs,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -2,7 +2,8 @@
 //! Downward-API-like env, its own `127.0.0.1` ports, registration in [`Endpoints`] once ready,
 //! restarts with exponential backoff, and the kubelet's readiness probe (the Deployment's gRPC or
 //! HTTP probe, every `periodSeconds`): a pod failing `failureThreshold` probes in a row leaves its
-//! Services' endpoints until it passes again.
+//! Services' endpoints until it passes again. A pod's stdout and stderr reach its log through
+//! localmesh ([`crate::logs`]), which rotates it by size as the kubelet rotates container logs.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,15 +12,15 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::Empty;
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+mod probe;
+
+use probe::{ProbeState, probe, until_ready};
+
+use crate::logs::{LogFile, Pump, Rotation};
 use crate::model::{EnvValue, Mesh, ProbeCheck, Readiness, Workload};
 use crate::proxy::Endpoints;
 
@@ -49,8 +50,10 @@ pub struct PodSpec {
     pub readiness: Option<Readiness>,
     /// The check for a pod without a readiness probe.
     pub start_check: ProbeCheck,
-    /// `SHUTDOWN_GRACE_SECS` + 2 s.
+    /// `SHUTDOWN_GRACE_SECS` + 2 s; also how long, after the pod stopped, its last output may
+    /// take to reach its log.
     pub drain: Duration,
+    /// `<data-dir>/logs/<pod>.log`, the newest of its rotated files.
     pub log: PathBuf,
 }
 
@@ -219,8 +222,9 @@ impl std::fmt::Debug for Supervisor {
 }
 
 impl Supervisor {
-    /// Starts every pod; each registers its endpoint in `endpoints` once its probe passes.
-    pub fn start(mesh: Arc<Mesh>, specs: Vec<PodSpec>, endpoints: Arc<Endpoints>) -> Self {
+    /// Starts every pod; each registers its endpoint in `endpoints` once its probe passes. Their
+    /// logs are rotated by `logs`.
+    pub fn start(mesh: Arc<Mesh>, specs: Vec<PodSpec>, endpoints: Arc<Endpoints>, logs: Rotation) -> Self {
         let status = Arc::new(Mutex::new(
             specs
                 .iter()
@@ -244,6 +248,7 @@ impl Supervisor {
                 status.clone(),
                 changed.clone(),
                 stop.subscribe(),
+                logs,
             ));
         }
         Supervisor {
@@ -308,81 +313,29 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn spawn_child(spec: &PodSpec, port: u16, metrics_port: u16) -> std::io::Result<Child> {
-    if let Some(dir) = spec.log.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log)?;
+/// Starts the pod's process with its stdout and stderr on one pipe (so their lines stay in the
+/// order it wrote them, as in one file), copied into `log` by a [`Pump`].
+fn spawn_child(
+    spec: &PodSpec,
+    port: u16,
+    metrics_port: u16,
+    log: &Arc<Mutex<LogFile>>,
+) -> std::io::Result<(Child, Pump)> {
+    let (output, input) = std::io::pipe()?;
+    // Started first: if the process does not start, the pipe closes and the pump ends.
+    let pump = Pump::start(output, log.clone(), &spec.name)?;
     let mut cmd = Command::new(&spec.binary);
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
         .env("PORT", port.to_string())
         .env("METRICS_PORT", metrics_port.to_string())
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
+        .stdout(input.try_clone()?)
+        .stderr(input)
         .kill_on_drop(true);
-    cmd.spawn()
-}
-
-/// One probe, as the kubelet runs it: gRPC health `Check(service)` must answer SERVING, an HTTP
-/// GET must answer 2xx or 3xx, both within `timeout`.
-async fn probe(addr: SocketAddr, check: &ProbeCheck, timeout: Duration) -> bool {
-    let run = async {
-        match check {
-            ProbeCheck::Grpc(service) => {
-                let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
-                    return false;
-                };
-                let Ok(channel) = ep.connect_timeout(timeout).connect().await else {
-                    return false;
-                };
-                let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-                let req = tonic_health::pb::HealthCheckRequest {
-                    service: service.clone(),
-                };
-                matches!(client.check(req).await, Ok(r)
-                    if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
-            }
-            ProbeCheck::Http(path) => {
-                let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-                let Ok(uri) = format!("http://{addr}{path}").parse::<http::Uri>() else {
-                    return false;
-                };
-                matches!(client.get(uri).await, Ok(r) if r.status().is_success() || r.status().is_redirection())
-            }
-        }
-    };
-    tokio::time::timeout(timeout, run).await.unwrap_or(false)
-}
-
-/// Probes every [`PROBE_PERIOD`] until the pod first passes (quicker than the kubelet's period, so
-/// a local start does not wait for it).
-async fn until_ready(addr: SocketAddr, check: &ProbeCheck) {
-    while !probe(addr, check, Duration::from_secs(1)).await {
-        tokio::time::sleep(PROBE_PERIOD).await;
-    }
-}
-
-/// The kubelet's view of a ready pod's probes: thresholds of consecutive results.
-#[derive(Debug, Default)]
-struct ProbeState {
-    failures: u32,
-    successes: u32,
-}
-
-impl ProbeState {
-    /// Records a result; `Some(ready)` when the pod's readiness changes.
-    fn record(&mut self, r: &Readiness, passed: bool, ready: bool) -> Option<bool> {
-        if passed {
-            self.failures = 0;
-            self.successes += 1;
-            (!ready && self.successes >= r.success_threshold).then_some(true)
-        } else {
-            self.successes = 0;
-            self.failures += 1;
-            (ready && self.failures >= r.failure_threshold).then_some(false)
-        }
-    }
+    let child = cmd.spawn();
+    // localmesh's copies of the write end: the pump sees the end once the child's are closed.
+    drop(cmd);
+    Ok((child?, pump))
 }
 
 /// SIGTERM, wait up to `drain`, then SIGKILL.
@@ -413,6 +366,7 @@ async fn run_pod(
     status: Arc<Mutex<BTreeMap<String, PodStatus>>>,
     changed: watch::Sender<u64>,
     mut stop: watch::Receiver<bool>,
+    rotation: Rotation,
 ) {
     let workload = &mesh.workloads[spec.workload];
     let pod = spec.name.as_str();
@@ -423,17 +377,32 @@ async fn run_pod(
         changed.send_modify(|n| *n += 1);
     };
     let mut backoff = BACKOFF_START;
+    // Opened once, kept across restarts (the kubelet keeps a restarted container's logs too).
+    let mut log: Option<Arc<Mutex<LogFile>>> = None;
     loop {
         if *stop.borrow() {
             return;
         }
-        let started = (|| {
-            let (port, metrics) = (free_port()?, free_port()?);
-            Ok::<_, std::io::Error>((spawn_child(&spec, port, metrics)?, port, metrics))
-        })();
+        let log_file = match &log {
+            Some(l) => Ok(l.clone()),
+            None => LogFile::open(&spec.log, rotation).map(|l| {
+                let l = Arc::new(Mutex::new(l));
+                log = Some(l.clone());
+                l
+            }),
+        };
+        let started = match log_file {
+            Err(e) => Err(format!("cannot open its log: {e}")),
+            Ok(log) => (|| {
+                let (port, metrics) = (free_port()?, free_port()?);
+                let (child, pump) = spawn_child(&spec, port, metrics, &log)?;
+                Ok::<_, std::io::Error>((child, pump, port, metrics))
+            })()
+            .map_err(|e| format!("failed to start {}: {e}", spec.binary.display())),
+        };
         let exit = match started {
-            Err(e) => format!("failed to start {}: {e}", spec.binary.display()),
-            Ok((mut child, port, metrics_port)) => {
+            Err(e) => e,
+            Ok((mut child, pump, port, metrics_port)) => {
                 let addr = SocketAddr::from(([127, 0, 0, 1], port));
                 let pid = child.id();
                 tracing::info!(pod_name = pod, workload = %workload.key, pid, %addr, metrics_port, log = %spec.log.display(), "pod started");
@@ -487,6 +456,7 @@ async fn run_pod(
                                 endpoints.remove(ep.id);
                             }
                             update(&mut |s| { s.ready = false; s.pid = None; });
+                            last_output(pump, spec.drain, pod, &spec.log).await;
                             return;
                         }
                     }
@@ -495,6 +465,7 @@ async fn run_pod(
                     endpoints.set_healthy(ep.id, false);
                     endpoints.remove(ep.id);
                 }
+                last_output(pump, spec.drain, pod, &spec.log).await;
                 if ready_at.is_some_and(|t| t.elapsed() >= BACKOFF_RESET) {
                     backoff = BACKOFF_START;
                 }
@@ -513,6 +484,19 @@ async fn run_pod(
             _ = stop.changed() => return,
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Waits for a stopped pod's last output to be in its log (at most `drain`: a process it left
+/// behind may hold its output open, which is then still copied, later).
+async fn last_output(pump: Pump, drain: Duration, pod: &str, log: &Path) {
+    if !pump.finish(drain).await {
+        tracing::warn!(
+            pod_name = pod,
+            log = %log.display(),
+            drain_secs = drain.as_secs(),
+            "the pod stopped but something it started still holds its output open"
+        );
     }
 }
 

@@ -42,6 +42,8 @@ pub struct UpOptions {
     pub ready_timeout: Duration,
     /// Every listener's connection bounds.
     pub connections: proxy::listen::Limits,
+    /// How the pods' logs are rotated.
+    pub logs: crate::logs::Rotation,
 }
 
 async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
@@ -115,7 +117,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             running.push(r);
         }
     }
-    let sup = Supervisor::start(mesh_arc.clone(), specs, endpoints.clone());
+    let sup = Supervisor::start(mesh_arc.clone(), specs, endpoints.clone(), opts.logs);
 
     let mut stop = Box::pin(stop_signal()?);
     let ready = tokio::select! {
@@ -269,7 +271,13 @@ fn instructions(
             );
         }
     }
-    let _ = writeln!(s, "Pods (logs in {}/):", pods::log_dir(&opts.data_dir).display());
+    let _ = writeln!(
+        s,
+        "Pods (logs in {}/, rotated at {}, {} files each):",
+        pods::log_dir(&opts.data_dir).display(),
+        crate::logs::size_text(opts.logs.max_size),
+        opts.logs.max_files
+    );
     let status = sup.status();
     for spec in sup.specs() {
         let st = status.get(&spec.name);

@@ -131,10 +131,7 @@ async fn under_load<F: std::future::Future<Output = ()>>(up: &Up, s: Scale, duri
     let out = load.await.expect("join").expect("localmesh load ran");
     let v: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("one JSON summary");
-    (
-        v["requests"].as_u64().unwrap_or(0),
-        v["failed"].as_u64().unwrap_or(0),
-    )
+    (v["requests"].as_u64().unwrap_or(0), v["failed"].as_u64().unwrap_or(0))
 }
 
 /// One client's CreateOrder through the gateway at `port`; a `patient` one retries with the same
@@ -207,7 +204,8 @@ async fn charges(up: &Up) -> HashMap<String, u64> {
     let mut out = HashMap::new();
     for c in v["charges"].as_array().expect("charges") {
         if c["status"] == "succeeded" {
-            *out.entry(c["order_id"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+            *out.entry(c["order_id"].as_str().unwrap_or_default().to_string())
+                .or_default() += 1;
         }
     }
     out
@@ -266,10 +264,7 @@ where
             .iter()
             .map(|o| charged.get(&o.id).copied().unwrap_or(0).saturating_sub(1))
             .sum(),
-        pending: rows
-            .iter()
-            .filter(|o| o.status == OrderStatus::Pending as i32)
-            .count() as u64,
+        pending: rows.iter().filter(|o| o.status == OrderStatus::Pending as i32).count() as u64,
     }
 }
 

@@ -1,13 +1,11 @@
 //! The JSON API for curl: `/api/products`, `/api/products/{id}`,
 //! `POST /api/orders`, `/api/orders/{id}`. Errors are always the JSON of
-//! [`crate::errors::ErrorBody`], even when axum itself rejects the input.
+//! [`crate::errors::ErrorBody`], even when axum itself rejects the input
+//! ([`Checked`]: 400, or 413 for a body over `MAX_BODY_BYTES`).
 
 use axum::{
     Json,
-    extract::{
-        Path, Query, State,
-        rejection::{JsonRejection, PathRejection, QueryRejection},
-    },
+    extract::{Path, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -16,6 +14,7 @@ use serde::Deserialize;
 
 use crate::{
     errors::{ApiError, AppError},
+    extract::Checked,
     input,
     state::AppState,
     views::{OrderView, ProductListView, ProductView},
@@ -30,9 +29,8 @@ pub struct ListQuery {
 pub async fn list_products(
     State(s): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    Checked(Query(q)): Checked<Query<ListQuery>>,
 ) -> Result<Json<ProductListView>, ApiError> {
-    let Query(q) = query.map_err(|e| AppError::bad_request(e.body_text()))?;
     let page_size = input::page_size(q.page_size.as_deref())?;
     let page = input::page(q.page.as_deref())?;
     let reply = s.backends.list_products(&headers, page_size, page).await?;
@@ -42,9 +40,8 @@ pub async fn list_products(
 pub async fn get_product(
     State(s): State<AppState>,
     headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
+    Checked(Path(id)): Checked<Path<String>>,
 ) -> Result<Json<ProductView>, ApiError> {
-    let Path(id) = id.map_err(|e| AppError::bad_request(e.body_text()))?;
     let reply = s.backends.get_product(&headers, &id).await?;
     Ok(Json(reply.message.into()))
 }
@@ -70,10 +67,8 @@ pub struct Item {
 pub async fn create_order(
     State(s): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<CreateOrder>, JsonRejection>,
+    Checked(Json(body)): Checked<Json<CreateOrder>>,
 ) -> Result<Response, ApiError> {
-    // axum answers 415/422 in plain text; the API promises 400 in JSON.
-    let Json(body) = body.map_err(|e| AppError::bad_request(e.body_text()))?;
     let req = CreateOrderRequest {
         idempotency_key: input::idempotency_key(body.idempotency_key.as_deref(), &headers)?,
         customer_id: body.customer_id,
@@ -99,9 +94,8 @@ pub async fn create_order(
 pub async fn get_order(
     State(s): State<AppState>,
     headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
+    Checked(Path(id)): Checked<Path<String>>,
 ) -> Result<Json<OrderView>, ApiError> {
-    let Path(id) = id.map_err(|e| AppError::bad_request(e.body_text()))?;
     let reply = s.backends.get_order(&headers, &id).await?;
     Ok(Json(reply.message.into()))
 }

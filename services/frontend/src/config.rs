@@ -7,6 +7,14 @@ use tonic::transport::Uri;
 
 pub const DEFAULT_PRODUCT_ADDR: &str = "http://product-service:50051";
 pub const DEFAULT_ORDER_ADDR: &str = "http://order-service:50051";
+/// axum's own default: an order is a few hundred bytes, the form less.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2 << 20;
+/// How much of a refused body is read and discarded at most: a few 10 MiB uploads' worth, in at
+/// most 5 s.
+pub const DEFAULT_LINGER_MAX_BYTES: usize = 64 << 20;
+pub const DEFAULT_LINGER_TIMEOUT_MS: u64 = 5000;
+/// `MAX_BODY_BYTES` from 1 KiB to 1 GiB.
+pub const MAX_BODY_BYTES_RANGE: std::ops::RangeInclusive<usize> = (1 << 10)..=(1 << 30);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -22,6 +30,15 @@ pub struct Config {
     pub backend_timeout: Duration,
     /// `MESH_HISTORY`: how many product calls `/mesh` remembers.
     pub mesh_history: usize,
+    /// `MAX_BODY_BYTES`: the largest request body (an order's JSON, the order form) read; a
+    /// larger one is answered 413 naming this limit.
+    pub max_body_bytes: usize,
+    /// `LINGER_MAX_BYTES`: after an answer that left the request body unread (a 413), how much
+    /// more of it is read and discarded so that a client still sending reads the answer instead
+    /// of a reset (nginx's lingering close). 0: none.
+    pub linger_max_bytes: usize,
+    /// `LINGER_TIMEOUT_MS`: how long that reading may take in all.
+    pub linger_timeout: Duration,
     pub shutdown_grace: Duration,
 }
 
@@ -37,6 +54,13 @@ impl Config {
             order_addr: backend_addr("ORDER_SERVICE_ADDR", DEFAULT_ORDER_ADDR)?,
             backend_timeout: Duration::from_millis(env::parse("BACKEND_TIMEOUT_MS", 5000u64, 1..=600_000)?),
             mesh_history: env::parse("MESH_HISTORY", 200usize, 1..=100_000)?,
+            max_body_bytes: env::parse("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, MAX_BODY_BYTES_RANGE)?,
+            linger_max_bytes: env::parse("LINGER_MAX_BYTES", DEFAULT_LINGER_MAX_BYTES, 0..=1 << 30)?,
+            linger_timeout: Duration::from_millis(env::parse(
+                "LINGER_TIMEOUT_MS",
+                DEFAULT_LINGER_TIMEOUT_MS,
+                0..=600_000,
+            )?),
             shutdown_grace: env::seconds("SHUTDOWN_GRACE_SECS", 10, 3600)?,
         })
     }
@@ -53,6 +77,9 @@ impl Config {
             order_addr,
             backend_timeout: Duration::from_secs(5),
             mesh_history: 200,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            linger_max_bytes: DEFAULT_LINGER_MAX_BYTES,
+            linger_timeout: Duration::from_millis(DEFAULT_LINGER_TIMEOUT_MS),
             shutdown_grace: Duration::from_secs(10),
         }
     }

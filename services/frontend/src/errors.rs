@@ -101,11 +101,26 @@ impl AppError {
         Self::new(Hop::Frontend, Code::Internal, &detail.into())
     }
 
+    /// A request body over `MAX_BODY_BYTES` (`limit`): 413, naming the limit and its setting.
+    /// `RESOURCE_EXHAUSTED` is what gRPC answers a message over its size limit with.
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            Hop::Frontend,
+            Code::ResourceExhausted,
+            &format!(
+                "the request body is larger than the frontend's limit of {} (MAX_BODY_BYTES)",
+                size_text(limit)
+            ),
+        )
+    }
+
     /// The HTTP status for the gRPC code: the caller's fault is 4xx, a hop
     /// that is down or slow is 503/504, anything else a bad gateway.
     pub fn http_status(&self) -> StatusCode {
-        if self.hop == Hop::Frontend && self.code == Code::Internal {
-            return StatusCode::INTERNAL_SERVER_ERROR;
+        match (self.hop, self.code) {
+            (Hop::Frontend, Code::Internal) => return StatusCode::INTERNAL_SERVER_ERROR,
+            (Hop::Frontend, Code::ResourceExhausted) => return StatusCode::PAYLOAD_TOO_LARGE,
+            _ => {}
         }
         match self.code {
             Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => StatusCode::BAD_REQUEST,
@@ -119,6 +134,9 @@ impl AppError {
 
     /// A short name for the failure, e.g. "not found".
     pub fn summary(&self) -> String {
+        if self.hop == Hop::Frontend && self.code == Code::ResourceExhausted {
+            return "payload too large".to_owned();
+        }
         code_name(self.code).replace('_', " ").to_ascii_lowercase()
     }
 
@@ -130,6 +148,7 @@ impl AppError {
         match (self.hop, self.code) {
             (Hop::Frontend, Code::InvalidArgument) => format!("The request was not understood: {}.", self.detail),
             (Hop::Frontend, Code::NotFound) => "There is no page at this address.".to_owned(),
+            (Hop::Frontend, Code::ResourceExhausted) => format!("The request is too large: {}.", self.detail),
             (Hop::Frontend, _) => format!("The frontend failed: {}. Check the frontend logs.", self.detail),
             (_, Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition) => {
                 format!("{hop} refused the request: {}.", self.detail)
@@ -185,9 +204,24 @@ impl From<AppError> for ApiError {
     }
 }
 
+impl From<ApiError> for AppError {
+    fn from(e: ApiError) -> Self {
+        e.0
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0.http_status(), Json(self.0.body())).into_response()
+    }
+}
+
+/// A byte count as people write limits: `2 MiB`, `64 KiB`, else `1500 bytes`.
+pub fn size_text(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b.is_multiple_of(1 << 20) => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b.is_multiple_of(1 << 10) => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
     }
 }
 
@@ -221,6 +255,26 @@ mod tests {
         assert_eq!(status(Code::Internal), 502);
         assert_eq!(status(Code::Unknown), 502);
         assert_eq!(status(Code::PermissionDenied), 502);
+        assert_eq!(
+            status(Code::ResourceExhausted),
+            502,
+            "a backend's: not the caller's body"
+        );
+        assert_eq!(AppError::payload_too_large(1 << 20).http_status(), 413);
+    }
+
+    #[test]
+    fn a_body_over_the_limit_names_the_limit() {
+        let e = AppError::payload_too_large(2 << 20);
+        assert_eq!(e.summary(), "payload too large");
+        assert_eq!(
+            e.detail,
+            "the request body is larger than the frontend's limit of 2 MiB (MAX_BODY_BYTES)"
+        );
+        assert_eq!(e.body().code, "RESOURCE_EXHAUSTED");
+        assert_eq!(size_text(64 << 10), "64 KiB");
+        assert_eq!(size_text(1500), "1500 bytes");
+        assert_eq!(size_text((1 << 20) + 1024), "1025 KiB");
     }
 
     #[test]

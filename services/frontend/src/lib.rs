@@ -7,6 +7,7 @@ pub mod api;
 pub mod backends;
 pub mod config;
 pub mod errors;
+pub mod extract;
 pub mod health;
 pub mod input;
 pub mod mesh;

@@ -1,12 +1,11 @@
 //! The HTML pages: `/`, `/products/{id}`, `POST /orders`, `/orders/{id}`,
-//! `/mesh`, and the friendly error page any of them can end in.
+//! `/mesh`, and the friendly error page any of them can end in. What axum
+//! refuses ([`Checked`]: 400, or 413 for a body over `MAX_BODY_BYTES`) is
+//! shown on that page too.
 
 use axum::{
     Form,
-    extract::{
-        Path, Query, State,
-        rejection::{FormRejection, PathRejection, QueryRejection},
-    },
+    extract::{Path, Query, State},
     http::HeaderMap,
     response::{Html, IntoResponse, Redirect, Response},
 };
@@ -15,7 +14,8 @@ use proto::order::{CreateOrderRequest, OrderItem};
 use serde::Deserialize;
 
 use crate::{
-    errors::AppError,
+    errors::{ApiError, AppError},
+    extract::Checked,
     input,
     state::{AppState, request_id},
     views::{OrderView, ProductListView, ProductView},
@@ -32,10 +32,10 @@ pub struct HomeQuery {
 pub async fn home(
     State(s): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<HomeQuery>, QueryRejection>,
+    query: Result<Checked<Query<HomeQuery>>, ApiError>,
 ) -> Response {
     let result = async {
-        let Query(q) = query.map_err(|e| AppError::bad_request(e.body_text()))?;
+        let Checked(Query(q)) = query?;
         let page = input::page(q.page.as_deref())?;
         let reply = s.backends.list_products(&headers, HOME_PAGE_SIZE, page).await?;
         let list = ProductListView::from(reply.message);
@@ -56,10 +56,10 @@ pub async fn home(
 pub async fn product(
     State(s): State<AppState>,
     headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
+    id: Result<Checked<Path<String>>, ApiError>,
 ) -> Response {
     let result = async {
-        let Path(id) = id.map_err(|e| AppError::bad_request(e.body_text()))?;
+        let Checked(Path(id)) = id?;
         let reply = s.backends.get_product(&headers, &id).await?;
         let product = ProductView::from(reply.message);
         s.templates.render(
@@ -91,10 +91,10 @@ pub struct OrderForm {
 pub async fn place_order(
     State(s): State<AppState>,
     headers: HeaderMap,
-    form: Result<Form<OrderForm>, FormRejection>,
+    form: Result<Checked<Form<OrderForm>>, ApiError>,
 ) -> Response {
     let result = async {
-        let Form(f) = form.map_err(|e| AppError::bad_request(e.body_text()))?;
+        let Checked(Form(f)) = form?;
         let quantity = input::quantity(&f.quantity)?;
         let idempotency_key = input::idempotency_key(f.idempotency_key.as_deref(), &headers)?;
         let req = CreateOrderRequest {
@@ -117,9 +117,13 @@ pub async fn place_order(
     }
 }
 
-pub async fn order(State(s): State<AppState>, headers: HeaderMap, id: Result<Path<String>, PathRejection>) -> Response {
+pub async fn order(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Checked<Path<String>>, ApiError>,
+) -> Response {
     let result = async {
-        let Path(id) = id.map_err(|e| AppError::bad_request(e.body_text()))?;
+        let Checked(Path(id)) = id?;
         let reply = s.backends.get_order(&headers, &id).await?;
         s.templates.render(
             "order.html",

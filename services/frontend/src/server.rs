@@ -10,7 +10,7 @@ use std::{
 use anyhow::Context as _;
 use axum::{
     Router,
-    extract::{Request, State},
+    extract::{DefaultBodyLimit, Request, State},
     middleware,
     response::Response,
     routing::{get, post},
@@ -19,7 +19,15 @@ use telemetry::{http::HttpObserver, metrics::Registry};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api, backends::Backends, config::Config, health, mesh::MeshHistory, pages, state::AppState, templates::Templates,
+    api,
+    backends::Backends,
+    config::Config,
+    extract::{self, Linger},
+    health,
+    mesh::MeshHistory,
+    pages,
+    state::AppState,
+    templates::Templates,
 };
 
 pub use telemetry::lifecycle::Listeners;
@@ -29,8 +37,12 @@ pub async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
     Listeners::bind(cfg.bind_addr, cfg.port, cfg.metrics_port).await
 }
 
-/// Every route of the frontend, behind `telemetry::http::observe`.
-pub fn router(state: AppState, observer: HttpObserver) -> Router {
+/// Every route of the frontend, behind `telemetry::http::observe`. Bodies are read up to
+/// `MAX_BODY_BYTES`; past it the extractors' rejection becomes a 413, and what the answer left
+/// unread is read (up to `LINGER_MAX_BYTES`, `LINGER_TIMEOUT_MS`) before it goes out (see
+/// `extract`).
+pub fn router(state: AppState, observer: HttpObserver, linger: Linger) -> Router {
+    let body_limit = DefaultBodyLimit::max(state.max_body_bytes);
     Router::new()
         .route("/", get(pages::home))
         .route("/products/{id}", get(pages::product))
@@ -44,6 +56,8 @@ pub fn router(state: AppState, observer: HttpObserver) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(fallback)
+        .layer(body_limit)
+        .layer(middleware::from_fn_with_state(linger, extract::linger))
         .with_state(state)
         .layer(middleware::from_fn_with_state(observer, telemetry::http::observe))
 }
@@ -71,9 +85,20 @@ impl App {
         let mesh = Arc::new(MeshHistory::new(cfg.mesh_history));
         let backends = Backends::new(cfg, &registry, mesh.clone())?;
         let observer = HttpObserver::new(&cfg.identity, &registry).context("registering the HTTP metrics")?;
-        let state = AppState::new(backends, Templates::new()?, mesh, &cfg.identity, draining.clone());
+        let state = AppState::new(
+            backends,
+            Templates::new()?,
+            mesh,
+            &cfg.identity,
+            draining.clone(),
+            cfg.max_body_bytes,
+        );
+        let linger = Linger {
+            max_bytes: cfg.linger_max_bytes,
+            timeout: cfg.linger_timeout,
+        };
         Ok(Self {
-            router: router(state, observer),
+            router: router(state, observer, linger),
             registry,
             draining,
         })

@@ -20,6 +20,8 @@ pub struct Inner {
     /// Cancelled once shutdown starts: `/readyz` turns 503 so the endpoint
     /// is taken out of rotation while in-flight requests finish.
     pub draining: CancellationToken,
+    /// `MAX_BODY_BYTES`: the router's body limit, named in the 413 it causes.
+    pub max_body_bytes: usize,
 }
 
 impl AppState {
@@ -29,6 +31,7 @@ impl AppState {
         mesh: Arc<MeshHistory>,
         identity: &Identity,
         draining: CancellationToken,
+        max_body_bytes: usize,
     ) -> Self {
         let frontend = ServedByView {
             service: identity.service.clone(),
@@ -44,6 +47,7 @@ impl AppState {
             mesh,
             frontend,
             draining,
+            max_body_bytes,
         }))
     }
 }

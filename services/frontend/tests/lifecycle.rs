@@ -98,6 +98,10 @@ async fn bad_configuration_exits_2_naming_the_variable() {
         ("PRODUCT_SERVICE_ADDR", "product-service:50051", "http://"),
         ("ORDER_SERVICE_ADDR", "https://order:443", "mTLS"),
         ("MESH_HISTORY", "0", "must be from 1"),
+        ("MAX_BODY_BYTES", "2MiB", "expected a number from 1024 to 1073741824"),
+        ("MAX_BODY_BYTES", "100", "must be from 1024"),
+        ("LINGER_MAX_BYTES", "2000000000", "must be from 0 to 1073741824"),
+        ("LINGER_TIMEOUT_MS", "5s", "expected a number from 0 to 600000"),
         ("PORT", "80000", "expected a number"),
         ("SHUTDOWN_GRACE_SECS", "-1", "expected a number"),
     ] {
