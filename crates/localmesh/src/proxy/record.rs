@@ -198,7 +198,9 @@ impl Record {
             trace_id = %trace_id,
             "access"
         );
-        if self.out.tap.active() {
+        // Only requests that began while someone tapped: they carry their route and headers (one
+        // already in flight when the tap started would show with neither, and escape `--header`).
+        if ctx.tap_headers.is_some() && self.out.tap.active() {
             self.out.tap.publish(TapEvent {
                 time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
                 proxy: ctx.hop.to_string(),

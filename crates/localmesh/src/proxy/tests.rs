@@ -31,6 +31,8 @@ enum Answer {
     Reset,
     /// Never answers (a stopped pod).
     Hang,
+    /// Answers OK after a second.
+    Slow,
 }
 
 /// One attempt as the pod saw it.
@@ -80,6 +82,7 @@ fn scripted(script: Script, seen: Arc<Mutex<Vec<Seen>>>) -> Upstream {
                 Answer::ConnectFailure => return Err(AttemptError::Connect(io("connection refused"))),
                 Answer::Refused => return Err(AttemptError::Refused(io("REFUSED_STREAM"))),
                 Answer::Hang => std::future::pending::<()>().await,
+                Answer::Slow => tokio::time::sleep(Duration::from_secs(1)).await,
                 _ => {}
             }
             let body = req
@@ -95,6 +98,9 @@ fn scripted(script: Script, seen: Arc<Mutex<Vec<Seen>>>) -> Upstream {
                     .header("content-type", "application/grpc")
                     .header("grpc-status", code as i32),
                 Answer::Http(status) => Response::builder().status(status),
+                Answer::Slow => Response::builder()
+                    .header("content-type", "application/grpc")
+                    .header("grpc-status", Code::Ok as i32),
                 _ => unreachable!("handled above"),
             };
             let empty = http_body_util::Empty::new().map_err(|e: std::convert::Infallible| match e {});
@@ -477,4 +483,29 @@ async fn the_pod_gets_the_clients_authority_and_the_attempt_its_address() {
         .expect("the pod that answered");
     assert_eq!(seen.pod, ep.addr, "the attempt dials the chosen pod");
     assert_eq!(&seen.body[..], b"x");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tap_shows_the_requests_that_begin_after_it_with_their_route() {
+    // The first call is in flight when the tap starts: it has no route or headers recorded for
+    // the tap, so it is not shown; the second begins after and is shown with its route.
+    let h = Arc::new(harness(
+        policy(0, None, &[]),
+        limits::Limits::default(),
+        |_| {},
+        Arc::new(|_, n| if n == 0 { Answer::Slow } else { Answer::Grpc(Code::Ok) }),
+    ));
+    let first = tokio::spawn({
+        let h = h.clone();
+        async move { h.unary().await }
+    });
+    while h.attempts().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let mut tap = h.proxy.tap().subscribe();
+    assert_eq!(h.unary().await.0, Code::Ok);
+    assert_eq!(first.await.expect("join").0, Code::Ok);
+    let shown = tap.try_recv().expect("the call that began after the tap");
+    assert!(shown.route.contains("product-vs"), "{shown:?}");
+    assert!(tap.try_recv().is_err(), "the call already in flight is not shown");
 }
