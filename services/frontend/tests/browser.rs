@@ -67,7 +67,10 @@ async fn chromium_renders_the_products_and_the_mesh_chart() {
     // until product-service is gone for the frontend too.
     let started = std::time::Instant::now();
     while get(&format!("{}/api/products/1", fe.url())).await.status() == 200 {
-        assert!(started.elapsed() < std::time::Duration::from_secs(10), "product-service gone");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "product-service gone"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let dom = run_chromium(&["--dump-dom".to_owned(), home.clone()]).await;
