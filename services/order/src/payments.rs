@@ -139,45 +139,17 @@ impl Payments {
             "currency": order.currency,
             "customer_id": order.customer_id,
         });
-        let sent = self
+        let req = self
             .http
             .post(&url)
             .headers(headers)
             .header("Idempotency-Key", idempotency_key(&order.id))
-            .timeout(timeout)
-            .json(&body)
-            .send()
-            .instrument(span.clone())
-            .await;
-        let res = match sent {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                return Outcome::TimedOut {
-                    why: format!("no answer within {} ms", timeout.as_millis()),
-                };
-            }
-            Err(e) => {
-                return Outcome::Unknown {
-                    why: telemetry::error_chain(&e),
-                };
-            }
-        };
-        let status = res.status();
-        span.record("http.response.status_code", status.as_u16());
-        let answer: Answer = match res.bytes().instrument(span).await {
-            Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
-            Err(e) if e.is_timeout() => {
-                return Outcome::TimedOut {
-                    why: format!("no complete answer within {} ms", timeout.as_millis()),
-                };
-            }
-            Err(e) => {
-                return Outcome::Unknown {
-                    why: telemetry::error_chain(&e),
-                };
-            }
-        };
-        classify(status.as_u16(), answer)
+            .json(&body);
+        match exchange(req, &span, timeout).await {
+            Ok((status, b)) => classify(status, serde_json::from_slice(&b).unwrap_or_default()),
+            Err(Unanswered::TimedOut(why)) => Outcome::TimedOut { why },
+            Err(Unanswered::Failed(why)) => Outcome::Unknown { why },
+        }
     }
 
     /// What the provider holds under the order's key: `GET
@@ -205,39 +177,49 @@ impl Payments {
             order_id = %order.id,
         );
         let headers = outgoing_headers(&span, incoming);
-        let sent = self
-            .http
-            .get(url)
-            .headers(headers)
-            .timeout(timeout)
-            .send()
-            .instrument(span.clone())
-            .await;
-        let res = match sent {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                return Lookup::Unknown {
-                    why: format!("no answer within {} ms", timeout.as_millis()),
-                };
-            }
-            Err(e) => {
-                return Lookup::Unknown {
-                    why: telemetry::error_chain(&e),
-                };
-            }
-        };
-        let status = res.status();
-        span.record("http.response.status_code", status.as_u16());
-        match res.bytes().instrument(span).await {
-            Ok(b) => classify_lookup(status.as_u16(), &key, &b),
-            Err(e) if e.is_timeout() => Lookup::Unknown {
-                why: format!("no complete answer within {} ms", timeout.as_millis()),
-            },
-            Err(e) => Lookup::Unknown {
-                why: telemetry::error_chain(&e),
-            },
+        match exchange(self.http.get(url).headers(headers), &span, timeout).await {
+            Ok((status, b)) => classify_lookup(status, &key, &b),
+            // A lookup that gets no answer leaves the order as it is: unknown either way.
+            Err(Unanswered::TimedOut(why) | Unanswered::Failed(why)) => Lookup::Unknown { why },
         }
     }
+}
+
+/// Why a request to the provider has no answer to read.
+enum Unanswered {
+    /// Nothing (or not all of the answer) within the time it was given.
+    TimedOut(String),
+    /// The connection failed or broke.
+    Failed(String),
+}
+
+/// Sends `req` within `timeout`, in `span` (which records the status), and reads the whole answer.
+async fn exchange(
+    req: reqwest::RequestBuilder,
+    span: &tracing::Span,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), Unanswered> {
+    let failed = |e: reqwest::Error, what: &str| {
+        if e.is_timeout() {
+            Unanswered::TimedOut(format!("{what} within {} ms", timeout.as_millis()))
+        } else {
+            Unanswered::Failed(telemetry::error_chain(&e))
+        }
+    };
+    let res = req
+        .timeout(timeout)
+        .send()
+        .instrument(span.clone())
+        .await
+        .map_err(|e| failed(e, "no answer"))?;
+    let status = res.status().as_u16();
+    span.record("http.response.status_code", status);
+    let body = res
+        .bytes()
+        .instrument(span.clone())
+        .await
+        .map_err(|e| failed(e, "no complete answer"))?;
+    Ok((status, body.to_vec()))
 }
 
 /// The trace context of `span`, and the caller's request id.
