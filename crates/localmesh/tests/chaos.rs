@@ -268,35 +268,13 @@ where
     }
 }
 
-/// `n` premium WatchPrices streams through the gateway, each open end to end (first update read).
+/// `n` idle premium WatchPrices streams through the gateway, 100 to a connection.
 async fn idle_streams(up: &Up, n: usize) -> Vec<tonic::Streaming<proto::product::PriceUpdate>> {
-    use proto::product::WatchPricesRequest;
-    use proto::product::product_service_client::ProductServiceClient;
     let mut channels = Vec::new();
     for _ in 0..n.div_ceil(100) {
         channels.push(common::gateway_channel(&up.root, up.gateway).await);
     }
-    let mut opening = tokio::task::JoinSet::new();
-    for i in 0..n {
-        let channel = channels[i % channels.len()].clone();
-        opening.spawn(async move {
-            let mut req = tonic::Request::new(WatchPricesRequest {
-                product_ids: vec!["123".into()],
-                interval_ms: 60_000,
-            });
-            req.metadata_mut()
-                .insert("user-type", "premium".parse().expect("ascii"));
-            let mut stream = ProductServiceClient::new(channel).watch_prices(req).await?.into_inner();
-            stream.message().await?;
-            Ok::<_, tonic::Status>(stream)
-        });
-    }
-    opening
-        .join_all()
-        .await
-        .into_iter()
-        .map(|r| r.expect("a premium WatchPrices stream opens"))
-        .collect()
+    common::idle_premium_streams(&channels, n).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1427,32 +1427,12 @@ async fn a_thousand_idle_streams_from_one_client_leave_unary_calls_served() {
     // until it ends). The streams are routed to the Service's grpc-streams port (50052), a
     // cluster with its own budget (portLevelSettings), so 1000 idle streams overflow nothing
     // the unary calls need.
-    use proto::product::WatchPricesRequest;
     let env = env().await;
     let mut channels = Vec::new();
     for _ in 0..10 {
         channels.push(gateway_channel(&env).await);
     }
-    let mut opening = tokio::task::JoinSet::new();
-    for i in 0..1000 {
-        let channel = channels[i % channels.len()].clone();
-        opening.spawn(async move {
-            let mut req = tonic::Request::new(WatchPricesRequest {
-                product_ids: vec!["123".into()],
-                interval_ms: 60_000,
-            });
-            req.metadata_mut()
-                .insert("user-type", "premium".parse().expect("ascii"));
-            let mut stream = ProductServiceClient::new(channel).watch_prices(req).await?.into_inner();
-            // The first update: the stream is open end to end; then it stays quiet for a minute.
-            stream.message().await?;
-            Ok::<_, tonic::Status>(stream)
-        });
-    }
-    let mut open = Vec::new();
-    while let Some(r) = opening.join_next().await {
-        open.push(r.expect("join").expect("a premium WatchPrices stream opens"));
-    }
+    let open = common::idle_premium_streams(&channels, 1000).await;
     assert_eq!(open.len(), 1000);
 
     let mut client = ProductServiceClient::new(gateway_channel(&env).await);

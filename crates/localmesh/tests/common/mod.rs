@@ -341,3 +341,34 @@ pub fn venv_tool(name: &str) -> PathBuf {
     );
     path
 }
+
+/// `n` premium WatchPrices streams spread over `channels`, each open end to end (its first
+/// update read), then quiet for a minute: a flood of idle streams from one client.
+pub async fn idle_premium_streams(
+    channels: &[tonic::transport::Channel],
+    n: usize,
+) -> Vec<tonic::Streaming<proto::product::PriceUpdate>> {
+    use proto::product::WatchPricesRequest;
+    use proto::product::product_service_client::ProductServiceClient;
+    let mut opening = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let channel = channels[i % channels.len()].clone();
+        opening.spawn(async move {
+            let mut req = tonic::Request::new(WatchPricesRequest {
+                product_ids: vec!["123".into()],
+                interval_ms: 60_000,
+            });
+            req.metadata_mut()
+                .insert("user-type", "premium".parse().expect("ascii"));
+            let mut stream = ProductServiceClient::new(channel).watch_prices(req).await?.into_inner();
+            stream.message().await?;
+            Ok::<_, tonic::Status>(stream)
+        });
+    }
+    opening
+        .join_all()
+        .await
+        .into_iter()
+        .map(|r| r.expect("a premium WatchPrices stream opens"))
+        .collect()
+}
