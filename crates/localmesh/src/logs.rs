@@ -119,6 +119,30 @@ fn open_current(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// The access log in a file of its own (`localmesh up --access-log`), rotated as pod logs are:
+/// each JSON line is one write, so a line never straddles two files.
+#[derive(Debug)]
+pub struct AccessLog(Mutex<LogFile>);
+
+/// The tracing target of the access-log lines.
+pub const ACCESS_TARGET: &str = "localmesh::access";
+
+impl AccessLog {
+    pub fn open(path: &Path, rotation: Rotation) -> io::Result<Self> {
+        LogFile::open(path, rotation).map(|f| AccessLog(Mutex::new(f)))
+    }
+}
+
+impl io::Write for &AccessLog {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        crate::lock(&self.0).write(buf).map(|()| buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One pod's log: the current file and its rotated predecessors.
 #[derive(Debug)]
 pub struct LogFile {

@@ -82,6 +82,10 @@ enum Command {
         connections: localmesh::proxy::listen::Limits,
         #[command(flatten)]
         logs: localmesh::logs::Rotation,
+        /// Write the JSON access log (a line per request) to this file instead of stdout, rotated
+        /// by --log-max-size and --log-max-files, e.g. .data/localmesh/logs/access.log.
+        #[arg(long)]
+        access_log: Option<PathBuf>,
     },
     /// Run the documented journeys through the TLS gateway and print a pass/fail table;
     /// exits non-zero on any failure.
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
             memory_release_interval,
             connections,
             logs,
+            access_log,
         } => {
             let mut opts = localmesh::up::UpOptions {
                 root,
@@ -156,7 +161,19 @@ fn main() -> ExitCode {
                     .map_err(anyhow::Error::from)
                     .and_then(|s| {
                         opts.export = s.otlp_endpoint.clone();
-                        telemetry::init(&s)
+                        match &access_log {
+                            None => telemetry::init(&s),
+                            Some(path) => {
+                                use tracing_subscriber::fmt::writer::MakeWriterExt as _;
+                                let file = localmesh::logs::AccessLog::open(path, logs)
+                                    .map_err(|e| anyhow::anyhow!("--access-log {}: {e}", path.display()))?;
+                                let access = |m: &tracing::Metadata<'_>| m.target() == localmesh::logs::ACCESS_TARGET;
+                                let writer = std::io::stdout
+                                    .with_filter(move |m| !access(m))
+                                    .and(std::sync::Arc::new(file).with_filter(access));
+                                telemetry::init_with_writer(&s, writer)
+                            }
+                        }
                     });
                 let telemetry = match telemetry {
                     Ok(t) => t,

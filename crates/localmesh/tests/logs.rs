@@ -243,3 +243,52 @@ async fn up_rotates_the_suites_pod_logs_by_its_flags() {
         assert_eq!(files_of(&logs, pod), expected);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_can_go_to_its_own_rotated_file() {
+    use proto::product::GetProductRequest;
+    use proto::product::product_service_client::ProductServiceClient;
+
+    let root = common::root();
+    let data = tempfile::tempdir().expect("tempdir");
+    let access = data.path().join("logs").join("access.log");
+    let access_flag = access.display().to_string();
+    let flags = [
+        ("--log-max-size", "4KiB"),
+        ("--log-max-files", "3"),
+        ("--access-log", access_flag.as_str()),
+    ];
+    let up = common::Up::start_on(data.path(), &root, &[], &flags);
+    let mut client = ProductServiceClient::new(common::gateway_channel(&root, up.gateway).await);
+    for _ in 0..100 {
+        let req = tonic::Request::new(GetProductRequest {
+            product_id: "123".into(),
+        });
+        client.get_product(req).await.expect("GetProduct through the gateway");
+    }
+    let logs = data.path().join("logs");
+    // A line per request (gateway and sidecar hops) of about 700 bytes: far more than 3 × 4 KiB,
+    // so rotated, the oldest deleted, every file whole JSON lines of the access log.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while files_of(&logs, "access").len() < 3 {
+        assert!(Instant::now() < deadline, "{:?}", files_of(&logs, "access"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        files_of(&logs, "access"),
+        ["access.log", "access.log.1", "access.log.2"]
+    );
+    for f in files_of(&logs, "access") {
+        for line in checked_lines(&logs.join(&f), 4 << 10) {
+            assert_eq!(line["message"], "access", "{f}: {line}");
+        }
+    }
+    // And none on stdout, where the other log lines still go.
+    let mut on_stdout = 0;
+    while let Ok(v) = up.lines.recv_timeout(Duration::from_millis(300)) {
+        if v["message"] == "access" {
+            on_stdout += 1;
+        }
+    }
+    assert_eq!(on_stdout, 0, "access lines went to the file only");
+}

@@ -116,6 +116,15 @@ pub struct Telemetry {
 /// Installs the global subscriber, propagator and tracer provider. Call it
 /// inside a Tokio runtime: the OTLP exporter makes a lazy tonic channel.
 pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
+    init_with_writer(settings, std::io::stdout)
+}
+
+/// [`init`] with the JSON log lines written by `writer` instead of stdout (which may send some
+/// targets elsewhere, e.g. localmesh's access log to its own rotated file).
+pub fn init_with_writer<W>(settings: &Settings, writer: W) -> anyhow::Result<Telemetry>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     propagation::install();
     let id = &settings.identity;
     let resource = Resource::builder()
@@ -159,7 +168,7 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
     let fmt = tracing_subscriber::fmt::layer()
         .fmt_fields(JsonFields::new())
         .event_format(logging::JsonLines::new(id))
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     // Several tests in one process may call init: the first subscriber stays.
     let _ = tracing_subscriber::registry()
         .with(filter)

@@ -181,7 +181,7 @@ impl Record {
         let destination = self.service.as_ref().map_or("-", |s| s.fqdn.as_str());
         let trace_id = ctx.trace.trace_id.to_string();
         tracing::info!(
-            target: "localmesh::access",
+            target: crate::logs::ACCESS_TARGET,
             hop = ctx.hop,
             method = %ctx.method,
             authority = %ctx.authority,
