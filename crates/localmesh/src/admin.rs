@@ -36,7 +36,8 @@ pub type PodTable = Arc<Mutex<BTreeMap<String, PodStatus>>>;
 pub struct Shared {
     pub proxy: Arc<Proxy>,
     pub mesh: Arc<Mesh>,
-    pub summary: Arc<String>,
+    /// The configuration running now (routing, version, last refused push).
+    pub pushed: Arc<crate::push::Pushed>,
     pub pods: PodTable,
     pub window: Arc<Window>,
     /// The admin port's own address (a `/sd` target).
@@ -49,7 +50,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(
         proxy: Arc<Proxy>,
-        summary: String,
+        pushed: Arc<crate::push::Pushed>,
         pods: PodTable,
         window: Arc<Window>,
         admin: SocketAddr,
@@ -70,9 +71,9 @@ impl Shared {
             )?,
         ]);
         Ok(Shared {
-            mesh: Arc::new(proxy.mesh().clone()),
+            mesh: proxy.mesh(),
             proxy,
-            summary: Arc::new(summary),
+            pushed,
             pods,
             window,
             admin,
@@ -209,7 +210,11 @@ async fn config_dump(State(s): State<Shared>) -> Response {
         .collect();
     json_response(
         StatusCode::OK,
-        &json!({"routing": s.summary.lines().collect::<Vec<_>>(), "pods": pods}),
+        &json!({
+            "routing": s.pushed.summary().lines().collect::<Vec<_>>(),
+            "config": s.pushed.status(),
+            "pods": pods,
+        }),
     )
 }
 

@@ -18,6 +18,7 @@ pub mod model;
 pub mod outlier;
 pub mod pods;
 pub mod proxy;
+pub mod push;
 pub mod select;
 pub mod size;
 pub mod stats;

@@ -180,9 +180,12 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         let (w, p) = (window.clone(), proxy.clone());
         tokio::spawn(w.run(move || p.registry().gather()))
     };
+    // Routing changes in the files are pushed while it runs, as istiod pushes them.
+    let pushed = crate::push::Pushed::new(summary);
+    let _watching = crate::push::watch(opts.root.clone(), proxy.clone(), pushed.clone())?;
     let shared = Shared::new(
         proxy.clone(),
-        summary,
+        pushed,
         sup.status_handle(),
         window,
         admin_addr,

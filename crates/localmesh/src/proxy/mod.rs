@@ -124,7 +124,9 @@ impl Default for ObserveOptions {
 /// The shared state of every listener: the routing model, the endpoints, the upstream seam,
 /// breakers and outlier state, and where finished requests are recorded.
 pub struct Proxy {
-    mesh: Arc<Mesh>,
+    /// The routing model: replaced whole by a configuration push; each request keeps the one it
+    /// started with (as Envoy drains a replaced route table).
+    mesh: std::sync::RwLock<Arc<Mesh>>,
     endpoints: Arc<Endpoints>,
     registry: Registry,
     recorder: Arc<Recorder>,
@@ -185,7 +187,7 @@ impl Proxy {
         };
         let tracer = Tracer::new(&registry, spans.sink, spans.queue)?;
         Ok(Arc::new(Proxy {
-            mesh: Arc::new(mesh),
+            mesh: std::sync::RwLock::new(Arc::new(mesh)),
             endpoints,
             registry,
             recorder: Arc::new(Recorder {
@@ -217,8 +219,18 @@ impl Proxy {
         &self.endpoints
     }
 
-    pub fn mesh(&self) -> &Mesh {
-        &self.mesh
+    /// The routing model now.
+    pub fn mesh(&self) -> Arc<Mesh> {
+        self.mesh
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the routing model: requests that start afterwards route by `mesh`; those in
+    /// flight finish on the one they started with.
+    pub fn set_mesh(&self, mesh: Mesh) {
+        *self.mesh.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(mesh);
     }
 
     /// The in-memory trace store, when spans are kept here (not exported).

@@ -51,7 +51,7 @@ impl Proxy {
         req: Request<ProxyBody>,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
-        let mesh = self.mesh.clone();
+        let mesh = self.mesh();
         let (mut parts, body) = req.into_parts();
         if let HopKind::Gateway(l) = &hop.kind {
             edge::sanitize_external(&mut parts.headers, peer, l.tls.is_some());

@@ -1,0 +1,162 @@
+//! Configuration pushed while `localmesh up` runs, as istiod pushes it: the files it loaded are
+//! watched (debounced), loaded and validated again on a change, and a valid result replaces the
+//! proxy's routing model atomically (requests in flight finish on the model they started with,
+//! as Envoy drains a replaced route table). An invalid one is refused: the running configuration
+//! stays, and the error, naming the file, kind/name and field, is logged and shown on
+//! `/config_dump` until a fix clears it.
+//!
+//! What is pushed: routing (HTTPRoutes, VirtualServices, DestinationRules, weights, matches,
+//! timeouts, retries, faults, outlier detection, connection pools). Pods and listeners are those
+//! `localmesh up` started with.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
+use serde_json::{Value, json};
+
+use crate::proxy::Proxy;
+
+/// How long a burst of file changes is gathered into one push (an editor's save is several).
+pub const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// The configuration the proxy runs now, for `/config_dump`.
+#[derive(Debug)]
+pub struct Pushed {
+    state: RwLock<State>,
+}
+
+#[derive(Debug, Clone)]
+struct State {
+    /// 1 at start, one more per accepted push.
+    version: u64,
+    pushed_at: String,
+    summary: String,
+    last_error: Option<String>,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+impl Pushed {
+    pub fn new(summary: String) -> Arc<Self> {
+        Arc::new(Pushed {
+            state: RwLock::new(State {
+                version: 1,
+                pushed_at: now(),
+                summary,
+                last_error: None,
+            }),
+        })
+    }
+
+    /// The routing as `localmesh lint` prints it, one entry per line.
+    pub fn summary(&self) -> String {
+        self.read().summary.clone()
+    }
+
+    /// `version`, `pushed_at` and `last_error` for `/config_dump`.
+    pub fn status(&self) -> Value {
+        let s = self.read();
+        json!({"version": s.version, "pushed_at": s.pushed_at, "last_error": s.last_error})
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Loads `root` again and pushes it to `proxy` if it is valid and differs; records the
+    /// outcome. Returns the new version when one was pushed.
+    pub fn reload(&self, root: &Path, proxy: &Proxy) -> Option<u64> {
+        match crate::load(root) {
+            Err(e) => {
+                let error = e.to_string();
+                tracing::error!(%error, "configuration refused; the running configuration stays");
+                self.write().last_error = Some(error);
+                None
+            }
+            Ok(mesh) => {
+                let summary = format!("{mesh}");
+                let mut s = self.write();
+                s.last_error = None;
+                if summary == s.summary {
+                    return None;
+                }
+                let changed = changed_lines(&s.summary, &summary);
+                proxy.set_mesh(mesh);
+                s.version += 1;
+                s.pushed_at = now();
+                s.summary = summary;
+                // `config_version`: `version` is the log line's own field (the process's version).
+                tracing::info!(config_version = s.version, changed = %changed.join(" | "), "configuration pushed");
+                Some(s.version)
+            }
+        }
+    }
+}
+
+/// The lines of `new` that `old` does not have: what a push changed, for its log line.
+fn changed_lines(old: &str, new: &str) -> Vec<String> {
+    let before: std::collections::HashSet<&str> = old.lines().collect();
+    new.lines()
+        .filter(|l| !before.contains(l))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// The directories `localmesh up` loads its configuration from, as they exist under `root`.
+fn watched(root: &Path) -> Vec<PathBuf> {
+    ["gateway", "manifests", "observability/istio"]
+        .iter()
+        .map(|d| root.join(d))
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+/// Watches `root`'s configuration and pushes each valid change to `proxy` until dropped.
+pub fn watch(root: PathBuf, proxy: Arc<Proxy>, pushed: Arc<Pushed>) -> anyhow::Result<Watching> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let certs = root.join("gateway/certs");
+    let mut debouncer = new_debouncer(DEBOUNCE, move |res: DebounceEventResult| {
+        // The local CA's files change as they are made; they are not configuration.
+        let relevant = match res {
+            Ok(events) => events.iter().any(|e| !e.path.starts_with(&certs)),
+            Err(_) => true,
+        };
+        if relevant {
+            let _ = tx.send(());
+        }
+    })?;
+    for dir in watched(&root) {
+        debouncer.watcher().watch(&dir, RecursiveMode::Recursive)?;
+    }
+    let task = tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            while rx.try_recv().is_ok() {}
+            let (root, proxy, pushed) = (root.clone(), proxy.clone(), pushed.clone());
+            let _ = tokio::task::spawn_blocking(move || pushed.reload(&root, &proxy)).await;
+        }
+    });
+    Ok(Watching {
+        _debouncer: Box::new(debouncer),
+        task,
+    })
+}
+
+/// A running watch; dropping it stops watching.
+pub struct Watching {
+    _debouncer: Box<dyn std::any::Any + Send>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

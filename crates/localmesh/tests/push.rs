@@ -1,0 +1,141 @@
+//! Configuration pushed while `localmesh up` runs: an edit of the HTTPRoute moves the split within
+//! a second with nothing restarted; an invalid edit is refused, named, and the running
+//! configuration stays; fixing the file clears the error.
+
+use std::time::{Duration, Instant};
+
+use proto::product::GetProductRequest;
+use proto::product::product_service_client::ProductServiceClient;
+use tonic::transport::Channel;
+
+mod common;
+
+const ROUTES: &str = "gateway/httproutes.yaml";
+const V1_80: &str = "{name: product-service-v1, port: 50051, weight: 80}";
+const V2_20: &str = "{name: product-service-v2, port: 50051, weight: 20}";
+
+/// The versions that answer `n` plain GetProduct calls: (v1, v2).
+async fn split(client: &mut ProductServiceClient<Channel>, n: usize) -> (usize, usize) {
+    let mut v = (0, 0);
+    for _ in 0..n {
+        let reply = client
+            .get_product(GetProductRequest {
+                product_id: "123".into(),
+            })
+            .await
+            .expect("GetProduct through the gateway");
+        match reply.into_inner().served_by.expect("served_by").version.as_str() {
+            "v1" => v.0 += 1,
+            _ => v.1 += 1,
+        }
+    }
+    v
+}
+
+fn edit(root: &std::path::Path, from: &str, to: &str) {
+    let path = root.join(ROUTES);
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.contains(from), "{from} in {ROUTES}");
+    std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+}
+
+/// The next log line with `message`, within `within`.
+fn line(up: &common::Up, message: &str, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let v = up
+            .lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("a {message:?} log line within {within:?}"));
+        if v["message"] == message {
+            return v;
+        }
+    }
+}
+
+async fn config(up: &common::Up) -> serde_json::Value {
+    let dump: serde_json::Value =
+        serde_json::from_str(&common::admin_get(up.admin, "/config_dump").await).expect("JSON");
+    dump["config"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_edits_are_pushed_live_and_invalid_ones_refused_with_the_field_named() {
+    let copy = tempfile::tempdir().expect("tempdir");
+    let root = common::repo_copy(copy.path(), &[]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let up = common::Up::start_with(data.path(), &root, &[]);
+    let pids: Vec<i32> = up.pods.iter().map(|(_, p)| *p).collect();
+    let mut client = ProductServiceClient::new(common::gateway_channel(&root, up.gateway).await);
+    assert_eq!(config(&up).await["version"], 1);
+    let (v1, v2) = split(&mut client, 60).await;
+    assert!(v1 > 0 && v2 > 0, "80/20 to start with: {v1}/{v2}");
+
+    // 0/100: every call that starts after the push goes to v2, on the same connection.
+    edit(&root, V1_80, "{name: product-service-v1, port: 50051, weight: 0}");
+    edit(&root, V2_20, "{name: product-service-v2, port: 50051, weight: 100}");
+    let pushed = line(&up, "configuration pushed", Duration::from_secs(5));
+    assert_eq!(pushed["config_version"], 2, "{pushed}");
+    assert_eq!(split(&mut client, 40).await, (0, 40));
+    let c = config(&up).await;
+    assert_eq!(
+        (c["version"].as_u64(), c["last_error"].is_null()),
+        (Some(2), true),
+        "{c}"
+    );
+
+    // An invalid weight is refused naming the file, the object and the field; 0/100 stays.
+    edit(
+        &root,
+        "{name: product-service-v2, port: 50051, weight: 100}",
+        "{name: product-service-v2, port: 50051, weight: -5}",
+    );
+    let refused = line(
+        &up,
+        "configuration refused; the running configuration stays",
+        Duration::from_secs(5),
+    );
+    let error = refused["error"].as_str().unwrap_or_default().to_string();
+    for part in [ROUTES, "HTTPRoute default/product-grpc", "weight"] {
+        assert!(error.contains(part), "{part:?} in {error}");
+    }
+    let c = config(&up).await;
+    assert_eq!(c["version"], 2, "{c}");
+    assert!(c["last_error"].as_str().is_some_and(|e| e.contains("weight")), "{c}");
+    assert_eq!(split(&mut client, 20).await, (0, 20), "the running configuration stays");
+
+    // Fixed (50/50): pushed, the error cleared.
+    edit(
+        &root,
+        "{name: product-service-v1, port: 50051, weight: 0}",
+        "{name: product-service-v1, port: 50051, weight: 50}",
+    );
+    edit(
+        &root,
+        "{name: product-service-v2, port: 50051, weight: -5}",
+        "{name: product-service-v2, port: 50051, weight: 50}",
+    );
+    let pushed = line(&up, "configuration pushed", Duration::from_secs(5));
+    assert_eq!(pushed["config_version"], 3, "{pushed}");
+    assert!(config(&up).await["last_error"].is_null());
+    let (v1, v2) = split(&mut client, 100).await;
+    assert!(v1 >= 25 && v2 >= 25, "about 50/50: {v1}/{v2}");
+
+    // Nothing was restarted.
+    let now: Vec<i32> = common::admin_get(up.admin, "/config_dump")
+        .await
+        .parse::<serde_json::Value>()
+        .ok()
+        .and_then(|d| {
+            d["pods"]
+                .as_object()
+                .map(|p| p.values().filter_map(|p| p["pid"].as_i64()).map(|p| p as i32).collect())
+        })
+        .unwrap_or_default();
+    let mut before = pids.clone();
+    let mut after = now;
+    before.sort();
+    after.sort();
+    assert_eq!(before, after, "the same pods");
+}
