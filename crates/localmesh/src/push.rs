@@ -57,6 +57,11 @@ impl Pushed {
         self.read().summary.clone()
     }
 
+    /// Why the last change to the files was refused, until a valid one clears it.
+    pub fn last_error(&self) -> Option<String> {
+        self.read().last_error.clone()
+    }
+
     /// `version`, `pushed_at` and `last_error` for `/config_dump`.
     pub fn status(&self) -> Value {
         let s = self.read();

@@ -104,6 +104,11 @@ async fn routing_edits_are_pushed_live_and_invalid_ones_refused_with_the_field_n
     assert_eq!(c["version"], 2, "{c}");
     assert!(c["last_error"].as_str().is_some_and(|e| e.contains("weight")), "{c}");
     assert_eq!(split(&mut client, 20).await, (0, 20), "the running configuration stays");
+    let page = common::admin_get(up.console, "/graph").await;
+    assert!(
+        page.contains("configuration change refused") && page.contains("weight"),
+        "the console shows it"
+    );
 
     // Fixed (50/50): pushed, the error cleared.
     edit(
@@ -119,6 +124,11 @@ async fn routing_edits_are_pushed_live_and_invalid_ones_refused_with_the_field_n
     let pushed = line(&up, "configuration pushed", Duration::from_secs(5));
     assert_eq!(pushed["config_version"], 3, "{pushed}");
     assert!(config(&up).await["last_error"].is_null());
+    let page = common::admin_get(up.console, "/graph").await;
+    assert!(
+        !page.contains("configuration change refused"),
+        "cleared in the console too"
+    );
     let (v1, v2) = split(&mut client, 100).await;
     assert!(v1 >= 25 && v2 >= 25, "about 50/50: {v1}/{v2}");
 

@@ -137,6 +137,15 @@ async fn graph_page(State(s): State<Shared>, Query(q): Query<Vec<(String, String
         Some(Ok(w)) => (w, None),
         Some(Err(e)) => (stats::DEFAULT_WINDOW, Some(format!("window: {e}"))),
     };
+    // A refused configuration change is shown where the routing is watched.
+    let refused = s
+        .pushed
+        .last_error()
+        .map(|e| format!("configuration change refused, the running configuration stays: {e}"));
+    let problem = match (problem, refused) {
+        (Some(p), Some(r)) => Some(format!("{r}; {p}")),
+        (p, r) => r.or(p),
+    };
     html(
         StatusCode::OK,
         pages::graph(
