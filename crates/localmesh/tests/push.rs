@@ -32,11 +32,18 @@ async fn split(client: &mut ProductServiceClient<Channel>, n: usize) -> (usize, 
     v
 }
 
-fn edit(root: &std::path::Path, from: &str, to: &str) {
+/// Applies the replacements to the HTTPRoutes file in one atomic replace (a new file renamed over
+/// it, as `kubectl apply` is one change), so that one push sees them all.
+fn edit(root: &std::path::Path, changes: &[(&str, &str)]) {
     let path = root.join(ROUTES);
-    let text = std::fs::read_to_string(&path).expect("read");
-    assert!(text.contains(from), "{from} in {ROUTES}");
-    std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+    let mut text = std::fs::read_to_string(&path).expect("read");
+    for (from, to) in changes {
+        assert!(text.contains(from), "{from} in {ROUTES}");
+        text = text.replacen(from, to, 1);
+    }
+    let tmp = path.with_extension("yaml.tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, &path).expect("rename");
 }
 
 /// The next log line with `message`, within `within`.
@@ -73,8 +80,13 @@ async fn routing_edits_are_pushed_live_and_invalid_ones_refused_with_the_field_n
     assert!(v1 > 0 && v2 > 0, "80/20 to start with: {v1}/{v2}");
 
     // 0/100: every call that starts after the push goes to v2, on the same connection.
-    edit(&root, V1_80, "{name: product-service-v1, port: 50051, weight: 0}");
-    edit(&root, V2_20, "{name: product-service-v2, port: 50051, weight: 100}");
+    edit(
+        &root,
+        &[
+            (V1_80, "{name: product-service-v1, port: 50051, weight: 0}"),
+            (V2_20, "{name: product-service-v2, port: 50051, weight: 100}"),
+        ],
+    );
     let pushed = line(&up, "configuration pushed", Duration::from_secs(5));
     assert_eq!(pushed["config_version"], 2, "{pushed}");
     assert_eq!(split(&mut client, 40).await, (0, 40));
@@ -88,8 +100,10 @@ async fn routing_edits_are_pushed_live_and_invalid_ones_refused_with_the_field_n
     // An invalid weight is refused naming the file, the object and the field; 0/100 stays.
     edit(
         &root,
-        "{name: product-service-v2, port: 50051, weight: 100}",
-        "{name: product-service-v2, port: 50051, weight: -5}",
+        &[(
+            "{name: product-service-v2, port: 50051, weight: 100}",
+            "{name: product-service-v2, port: 50051, weight: -5}",
+        )],
     );
     let refused = line(
         &up,
@@ -113,13 +127,16 @@ async fn routing_edits_are_pushed_live_and_invalid_ones_refused_with_the_field_n
     // Fixed (50/50): pushed, the error cleared.
     edit(
         &root,
-        "{name: product-service-v1, port: 50051, weight: 0}",
-        "{name: product-service-v1, port: 50051, weight: 50}",
-    );
-    edit(
-        &root,
-        "{name: product-service-v2, port: 50051, weight: -5}",
-        "{name: product-service-v2, port: 50051, weight: 50}",
+        &[
+            (
+                "{name: product-service-v1, port: 50051, weight: 0}",
+                "{name: product-service-v1, port: 50051, weight: 50}",
+            ),
+            (
+                "{name: product-service-v2, port: 50051, weight: -5}",
+                "{name: product-service-v2, port: 50051, weight: 50}",
+            ),
+        ],
     );
     let pushed = line(&up, "configuration pushed", Duration::from_secs(5));
     assert_eq!(pushed["config_version"], 3, "{pushed}");
