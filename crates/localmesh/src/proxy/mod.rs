@@ -125,7 +125,9 @@ impl Default for ObserveOptions {
 /// breakers and outlier state, and where finished requests are recorded.
 pub struct Proxy {
     /// The routing model: replaced whole by a configuration push; each request keeps the one it
-    /// started with (as Envoy drains a replaced route table).
+    /// started with, as Envoy pins a stream to the route table it saw first
+    /// (`ActiveStream::decodeHeaders` sets `snapped_route_config_` once, envoy
+    /// `source/common/http/conn_manager_impl.cc`).
     mesh: std::sync::RwLock<Arc<Mesh>>,
     endpoints: Arc<Endpoints>,
     registry: Registry,
