@@ -82,8 +82,9 @@ impl Pushed {
         match crate::load(root) {
             Err(e) => {
                 let error = e.to_string();
+                // Recorded before it is logged: whoever reads the log line finds it on the admin.
+                self.write().last_error = Some(error.clone());
                 tracing::error!(%error, "configuration refused; the running configuration stays");
-                self.write().last_error = Some(error);
                 None
             }
             Ok(mesh) => {
