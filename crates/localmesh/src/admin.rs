@@ -23,7 +23,6 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::model::Mesh;
 use crate::pods::PodStatus;
 use crate::proxy::Proxy;
 use crate::stats::{self, Window, WorkloadInfo};
@@ -35,7 +34,6 @@ pub type PodTable = Arc<Mutex<BTreeMap<String, PodStatus>>>;
 #[derive(Clone)]
 pub struct Shared {
     pub proxy: Arc<Proxy>,
-    pub mesh: Arc<Mesh>,
     /// The configuration running now (routing, version, last refused push).
     pub pushed: Arc<crate::push::Pushed>,
     pub pods: PodTable,
@@ -71,7 +69,6 @@ impl Shared {
             )?,
         ]);
         Ok(Shared {
-            mesh: proxy.mesh(),
             proxy,
             pushed,
             pods,
@@ -85,7 +82,9 @@ impl Shared {
     /// Every Deployment with its pod counts, for `stat`.
     fn workloads(&self) -> Vec<WorkloadInfo> {
         let eps = self.proxy.endpoints().all();
-        self.mesh
+        // As pushed: replicas and Deployments follow the files.
+        self.proxy
+            .mesh()
             .workloads
             .iter()
             .map(|w| WorkloadInfo {
@@ -198,6 +197,10 @@ async fn config_dump(State(s): State<Shared>) -> Response {
             (
                 name.clone(),
                 json!({
+                    "deployment": p.workload.to_string(),
+                    "pod_template_hash": p.template,
+                    "version": p.labels.get("version"),
+                    "terminating": p.terminating,
                     "pid": p.pid,
                     "addr": p.addr.map(|a| a.to_string()),
                     "metrics_addr": p.metrics_addr.map(|a| a.to_string()),
@@ -228,18 +231,16 @@ async fn sd(State(s): State<Shared>) -> Response {
         let Some(metrics) = st.metrics_addr else {
             continue;
         };
-        let Some(w) = s.mesh.workloads.get(st.workload) else {
-            continue;
-        };
         let mut labels = serde_json::Map::new();
-        for (k, v) in &w.labels {
+        // The pod's own labels: during a rollout old and new pods differ.
+        for (k, v) in &st.labels {
             let name: String = k
                 .chars()
                 .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
                 .collect();
             labels.insert(name, json!(v));
         }
-        labels.insert("namespace".into(), json!(w.key.namespace));
+        labels.insert("namespace".into(), json!(st.workload.namespace));
         labels.insert("pod".into(), json!(pod));
         groups.push(json!({"targets": [metrics.to_string()], "labels": labels}));
     }

@@ -29,15 +29,26 @@ fn k8s_chars(mut n: u64, len: usize) -> String {
         .collect()
 }
 
-/// A pod name as a ReplicaSet makes one: `<deployment>-<pod-template-hash>-<suffix>`; the hash
-/// is stable for `template`, the suffix random.
-pub fn replica_name(deployment: &str, template: &impl std::hash::Hash) -> String {
+/// The `pod-template-hash` of a Deployment's pod template: stable for the same template, new for
+/// a changed one (which is what starts a rollout).
+pub fn template_hash(deployment: &str, template: &impl std::hash::Hash) -> String {
     use std::hash::Hasher;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     deployment.hash(&mut h);
     template.hash(&mut h);
+    k8s_chars(h.finish(), 10)
+}
+
+/// A pod name as a ReplicaSet makes one: `<deployment>-<pod-template-hash>-<suffix>`; the hash
+/// is stable for `template`, the suffix random.
+pub fn replica_name(deployment: &str, template: &impl std::hash::Hash) -> String {
+    pod_name(deployment, &template_hash(deployment, template))
+}
+
+/// `<deployment>-<hash>-<random suffix>`.
+pub fn pod_name(deployment: &str, hash: &str) -> String {
     let suffix: u64 = rand::random();
-    format!("{deployment}-{}-{}", k8s_chars(h.finish(), 10), k8s_chars(suffix, 5))
+    format!("{deployment}-{hash}-{}", k8s_chars(suffix, 5))
 }
 
 #[derive(Debug)]

@@ -6,8 +6,9 @@
 //! `/config_dump` until a fix clears it.
 //!
 //! What is pushed: routing (HTTPRoutes, VirtualServices, DestinationRules, weights, matches,
-//! timeouts, retries, faults, outlier detection, connection pools). Pods and listeners are those
-//! `localmesh up` started with.
+//! timeouts, retries, faults, outlier detection, connection pools) to the proxy, and the
+//! Deployments to the pods (scaled, rolled out, started, stopped: [`crate::pods`]). The gateway's
+//! listeners are those `localmesh up` started with.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -16,6 +17,7 @@ use std::time::Duration;
 use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
 use serde_json::{Value, json};
 
+use crate::model::Mesh;
 use crate::proxy::Proxy;
 
 /// How long a burst of file changes is gathered into one push (an editor's save is several).
@@ -25,6 +27,8 @@ pub const DEBOUNCE: Duration = Duration::from_millis(300);
 #[derive(Debug)]
 pub struct Pushed {
     state: RwLock<State>,
+    /// The model last accepted, for whoever follows pushes besides the proxy (the pods).
+    current: tokio::sync::watch::Sender<Arc<Mesh>>,
 }
 
 #[derive(Debug, Clone)]
@@ -41,15 +45,22 @@ fn now() -> String {
 }
 
 impl Pushed {
-    pub fn new(summary: String) -> Arc<Self> {
+    /// The configuration `localmesh up` started with, as version 1.
+    pub fn new(mesh: Arc<Mesh>) -> Arc<Self> {
         Arc::new(Pushed {
             state: RwLock::new(State {
                 version: 1,
                 pushed_at: now(),
-                summary,
+                summary: format!("{mesh}"),
                 last_error: None,
             }),
+            current: tokio::sync::watch::channel(mesh).0,
         })
+    }
+
+    /// Each model accepted from now on.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Mesh>> {
+        self.current.subscribe()
     }
 
     /// The routing as `localmesh lint` prints it, one entry per line.
@@ -95,7 +106,9 @@ impl Pushed {
                     return None;
                 }
                 let changed = changed_lines(&s.summary, &summary);
-                proxy.set_mesh(mesh);
+                let mesh = Arc::new(mesh);
+                proxy.set_mesh(mesh.clone());
+                self.current.send_replace(mesh);
                 s.version += 1;
                 s.pushed_at = now();
                 s.summary = summary;

@@ -2,13 +2,15 @@
 //! comes from the caller, so every decision is reproducible in tests.
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::build::resolve_host;
 use crate::model::{
     Backend, ConnectionPool, Fault, GatewayRoute, HeaderMatch, Listener, LoadBalancer, Mesh, MeshRoute, PathMatch,
-    RequestMatch, RetryPolicy, Service, StringMatch, TrafficPolicy, VirtualService, Workload,
+    RequestMatch, RetryPolicy, Service, StringMatch, TrafficPolicy, VirtualService,
 };
+use crate::proxy::Endpoint;
 
 /// The parts of a request routing looks at.
 #[derive(Debug, Clone, Default)]
@@ -352,11 +354,16 @@ pub fn traffic_policy<'m>(mesh: &'m Mesh, backend: &Backend, port: u16) -> &'m T
         .map_or(dr.policy_at(port), |s| s.policy_at(port))
 }
 
-/// The workloads (Deployments) behind a backend: the Service's selector, narrowed by the subset's labels.
-pub fn workloads<'m>(mesh: &'m Mesh, backend: &Backend) -> Vec<&'m Workload> {
+/// The endpoints behind a backend: the pods the Service's selector matches by their own labels
+/// (as an EndpointSlice lists them, so a rollout that changes the labels moves its pods in or out),
+/// narrowed by the subset's labels.
+pub fn endpoints(mesh: &Mesh, backend: &Backend, all: &[Arc<Endpoint>]) -> Vec<Arc<Endpoint>> {
     let Some(svc) = mesh.service(&backend.service) else {
         return Vec::new();
     };
+    if svc.selector.is_empty() {
+        return Vec::new();
+    }
     let subset_labels = backend.subset.as_ref().and_then(|s| {
         mesh.destination_rule(&backend.service)?
             .subsets
@@ -364,10 +371,13 @@ pub fn workloads<'m>(mesh: &'m Mesh, backend: &Backend) -> Vec<&'m Workload> {
             .find(|x| &x.name == s)
             .map(|x| &x.labels)
     });
-    svc.workloads
-        .iter()
-        .filter_map(|&i| mesh.workloads.get(i))
-        .filter(|w| subset_labels.is_none_or(|l| l.iter().all(|(k, v)| w.labels.get(k) == Some(v))))
+    all.iter()
+        .filter(|e| {
+            e.workload.namespace == svc.key.namespace
+                && manifests::model::labels_contain(&e.labels, &svc.selector)
+                && subset_labels.is_none_or(|l| manifests::model::labels_contain(&e.labels, l))
+        })
+        .cloned()
         .collect()
 }
 

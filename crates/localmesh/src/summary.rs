@@ -243,7 +243,16 @@ impl Display for Mesh {
                     EnvValue::Unresolved => format!("{}=<unset>", e.name),
                 })
                 .collect();
+            let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             writeln!(f, "  {} ×{} binary {}: {}", w.key, w.replicas, w.binary, env.join(" "))?;
+            // A changed template or strategy is a change to push (a rollout), as are the replicas.
+            writeln!(
+                f,
+                "    labels {}; {}; preStop {}s",
+                labels.join(","),
+                w.strategy,
+                w.pre_stop.as_secs()
+            )?;
             if let Some(r) = &w.readiness {
                 let check = match &r.check {
                     ProbeCheck::Grpc(s) if s.is_empty() => "gRPC health".to_string(),

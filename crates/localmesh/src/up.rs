@@ -11,7 +11,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::admin::{self, Shared};
-use crate::identity::Identity;
 use crate::model::Protocol;
 use crate::pods::{self, PodOptions, Supervisor};
 use crate::proxy::{self, ObserveOptions, Proxy, Running};
@@ -60,7 +59,6 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         tracing::info!(finding = %n, "not emulated locally");
     }
     let ca = proxy::ensure_local_ca(&opts.root.join("gateway/certs"))?;
-    let summary = format!("{mesh}");
     let endpoints = Arc::new(proxy::Endpoints::new());
     let mesh_arc = Arc::new(mesh.clone());
 
@@ -86,38 +84,29 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         opts.connections,
     )?;
 
-    let node = node_name();
-    let mut specs = pods::specs(
-        &mesh_arc,
-        &PodOptions {
-            bin_dir: opts.bin_dir.clone(),
-            data_dir: opts.data_dir.clone(),
-            node,
-            otlp_endpoint: receiver.as_ref().map(|(a, _)| format!("http://{a}")),
-        },
-    );
-    for s in &specs {
-        if !s.binary.is_file() {
+    let pod_opts = PodOptions {
+        bin_dir: opts.bin_dir.clone(),
+        data_dir: opts.data_dir.clone(),
+        node: node_name(),
+        otlp_endpoint: receiver.as_ref().map(|(a, _)| format!("http://{a}")),
+    };
+    for w in &mesh_arc.workloads {
+        let binary = opts.bin_dir.join(&w.binary);
+        if !binary.is_file() {
             anyhow::bail!(
-                "pod {}: binary {} not found (build it with `cargo build --release --workspace`, or pass --bin-dir)",
-                s.name,
-                s.binary.display()
+                "deployment {}: binary {} not found (build it with `cargo build --release --workspace`, or pass --bin-dir)",
+                w.key,
+                binary.display()
             );
         }
     }
-    // East-west: each pod's own sidecar, one listener per upstream host it calls, routing every
-    // request as if its :authority were that host.
-    for spec in &mut specs {
-        let w = &mesh_arc.workloads[spec.workload];
-        let identity = Arc::new(Identity::sidecar(&w.key, &spec.name, &w.labels));
-        for host in spec.upstreams() {
-            let r = proxy.serve_sidecar_for_host(identity.clone(), &host, bind(0, "sidecar").await?)?;
-            tracing::debug!(pod = %spec.name, upstream = %host, addr = %r.addr, "sidecar listener");
-            spec.route_upstream(&host, r.addr);
-            running.push(r);
-        }
-    }
-    let sup = Supervisor::start(mesh_arc.clone(), specs, endpoints.clone(), opts.logs);
+    let sup = Arc::new(Supervisor::new(
+        endpoints.clone(),
+        opts.logs,
+        pod_opts,
+        Some(proxy.clone()),
+    ));
+    sup.apply(mesh_arc.clone());
 
     let mut stop = Box::pin(stop_signal()?);
     let ready = tokio::select! {
@@ -181,8 +170,10 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         tokio::spawn(w.run(move || p.registry().gather()))
     };
     // Routing changes in the files are pushed while it runs, as istiod pushes them.
-    let pushed = crate::push::Pushed::new(summary);
+    let pushed = crate::push::Pushed::new(mesh_arc.clone());
     let _watching = crate::push::watch(opts.root.clone(), proxy.clone(), pushed.clone())?;
+    // Deployments follow their YAML: scaled, rolled out, started and stopped as pushed.
+    let following = sup.follow(pushed.subscribe());
     let shared = Shared::new(
         proxy.clone(),
         pushed,
@@ -212,6 +203,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     stop.await;
     tracing::info!("stopping: SIGTERM to every pod, bounded drain");
     sup.shutdown().await;
+    following.abort();
     for t in [admin_task, console_task, sampler] {
         t.abort();
     }
@@ -281,12 +273,10 @@ fn instructions(
         crate::logs::size_text(opts.logs.max_size),
         opts.logs.max_files
     );
-    let status = sup.status();
-    for spec in sup.specs() {
-        let st = status.get(&spec.name);
-        let addr = st.and_then(|s| s.addr).map_or_else(|| "-".into(), |a| a.to_string());
-        let pid = st.and_then(|s| s.pid).map_or_else(|| "-".into(), |p| p.to_string());
-        let _ = writeln!(s, "  {:<36} {addr:<16} pid {pid}", spec.name);
+    for (name, st) in sup.status() {
+        let addr = st.addr.map_or_else(|| "-".into(), |a| a.to_string());
+        let pid = st.pid.map_or_else(|| "-".into(), |p| p.to_string());
+        let _ = writeln!(s, "  {name:<36} {addr:<16} pid {pid}");
     }
     let agent = opts.bin_dir.join("agent").display().to_string();
     // grpcurl takes every flag before the address.

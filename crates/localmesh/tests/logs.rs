@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use localmesh::logs::Rotation;
 use localmesh::model::ProbeCheck;
-use localmesh::pods::{PodSpec, Supervisor};
+use localmesh::pods::{PodOptions, PodSpec, Supervisor};
 use localmesh::proxy::Endpoints;
 
 mod common;
@@ -79,7 +79,8 @@ async fn a_noisy_pods_log_is_rotated_to_max_files_of_max_size_with_the_newest_li
 
     let mesh = localmesh::load(&common::root()).expect("the repo's manifests");
     let spec = PodSpec {
-        workload: 0,
+        workload: Arc::new(mesh.workloads[0].clone()),
+        template: "static".into(),
         name: "noisy-0".into(),
         binary: script.clone(),
         env: Vec::new(),
@@ -93,7 +94,14 @@ async fn a_noisy_pods_log_is_rotated_to_max_files_of_max_size_with_the_newest_li
         max_size: 16 << 10,
         max_files: 3,
     };
-    let sup = Supervisor::start(Arc::new(mesh), vec![spec], Arc::new(Endpoints::new()), rotation);
+    let opts = PodOptions {
+        bin_dir: dir.path().to_path_buf(),
+        data_dir: dir.path().join("data"),
+        node: "localhost".into(),
+        otlp_endpoint: None,
+    };
+    let sup = Supervisor::new(Arc::new(Endpoints::new()), rotation, opts, None);
+    sup.start_static(spec).expect("the pod's ports");
 
     // Its second run's last line, in the current file.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -167,8 +167,17 @@ fn destination_rule_subsets_map_to_the_deployments_pods() {
     let m = mesh();
     let get = Request::grpc("/product.ProductService/GetProduct");
     let s = select::sidecar(&m, "default", "product-service", &get).expect("route");
+    // One pod of every Deployment, with its template's labels.
+    let eps = localmesh::proxy::Endpoints::new();
+    for (i, w) in m.workloads.iter().enumerate() {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16));
+        eps.add_pod(w, format!("{}-pod", w.key.name), addr);
+    }
     for (b, want) in s.backends().iter().zip(["product-v1", "product-v2"]) {
-        let w: Vec<_> = select::workloads(&m, b).iter().map(|w| w.key.name.clone()).collect();
+        let w: Vec<_> = select::endpoints(&m, b, &eps.all())
+            .iter()
+            .map(|e| e.workload.name.clone())
+            .collect();
         assert_eq!(w, vec![want.to_string()]);
         // Unary calls on 50051, streams on grpc-streams (50052): the same outlier detection,
         // separate open-request budgets.
@@ -191,8 +200,13 @@ fn destination_rule_subsets_map_to_the_deployments_pods() {
 #[test]
 fn pods_to_start_with_their_env() {
     let m = mesh();
-    let pods = m.pods("localhost");
-    let count = |w: &str| pods.iter().filter(|p| p.workload.name == w).count();
+    let opts = localmesh::pods::PodOptions {
+        bin_dir: "bin".into(),
+        data_dir: "data".into(),
+        node: "localhost".into(),
+        otlp_endpoint: None,
+    };
+    let replicas = |w: &str| m.workloads.iter().find(|x| x.key.name == w).map(|x| x.replicas);
     for (w, n) in [
         ("product-v1", 2),
         ("product-v2", 1),
@@ -200,16 +214,34 @@ fn pods_to_start_with_their_env() {
         ("frontend", 2),
         ("payment", 1),
     ] {
-        assert_eq!(count(w), n, "{w}");
+        assert_eq!(replicas(w), Some(n), "{w}");
     }
-    assert_eq!(pods.len(), 7, "postgres (a StatefulSet) is not started");
-    let v2 = pods.iter().find(|p| p.workload.name == "product-v2").expect("v2 pod");
+    assert_eq!(m.workloads.len(), 5, "postgres (a StatefulSet) is not started");
+    let pod = |w: &str| {
+        let w = m.workloads.iter().find(|x| x.key.name == w).expect("deployment");
+        localmesh::pods::spec(&m, &std::sync::Arc::new(w.clone()), &opts)
+    };
+    let v2 = pod("product-v2");
     let env = |k: &str| v2.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     assert_eq!(env("SERVICE_VERSION"), Some("v2"));
-    assert_eq!(env("POD_NAME"), Some("product-v2-0"));
+    // `<deployment>-<pod-template-hash>-<suffix>`, as a ReplicaSet names its pods.
+    let name = env("POD_NAME").expect("POD_NAME");
+    assert_eq!(name, v2.name);
+    let parts: Vec<&str> = name.rsplitn(3, '-').collect();
+    assert_eq!(
+        (parts[2], parts[1], parts[0].len()),
+        ("product-v2", v2.template.as_str(), 5)
+    );
+    assert_eq!(
+        pod("product-v2").template,
+        v2.template,
+        "the same template, the same hash"
+    );
+    assert_ne!(pod("product-v1").template, v2.template);
     assert_eq!(env("POD_NAMESPACE"), Some("default"));
     assert_eq!(env("NODE_NAME"), Some("localhost"));
-    let order = pods.iter().find(|p| p.workload.name == "order").expect("order pod");
+    assert_eq!(env("BIND_ADDR"), Some("127.0.0.1"));
+    let order = pod("order");
     assert!(
         order.env.iter().all(|(n, _)| n != "DATABASE_URL"),
         "secret refs stay unset"

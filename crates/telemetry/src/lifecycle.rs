@@ -190,13 +190,52 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds both, naming the variable when one cannot be bound.
+    /// The sockets the process that started this one bound for it, else both bound here, naming
+    /// the variable when one cannot be bound.
     pub async fn bind(addr: IpAddr, port: u16, metrics_port: u16) -> anyhow::Result<Self> {
+        if let Some(inherited) = Self::inherited()? {
+            return Ok(inherited);
+        }
         let main_addr = SocketAddr::new(addr, port);
         let main = TcpListener::bind(main_addr)
             .await
             .with_context(|| format!("cannot bind PORT on {main_addr}"))?;
         let metrics = crate::metrics::bind(SocketAddr::new(addr, metrics_port)).await?;
         Ok(Self { main, metrics })
+    }
+
+    /// Sockets handed over as systemd hands them to a service (`sd_listen_fds`): `LISTEN_FDS=2`,
+    /// the main port on fd 3 and the metrics port on fd 4, for this process when `LISTEN_PID` is
+    /// set. A supervisor that binds a pod's ports once keeps them across restarts, with no window
+    /// between its bind and the pod's in which another process could take them. Taken once.
+    fn inherited() -> anyhow::Result<Option<Self>> {
+        use std::os::fd::FromRawFd as _;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static TAKEN: AtomicBool = AtomicBool::new(false);
+        let Ok(n) = std::env::var("LISTEN_FDS") else {
+            return Ok(None);
+        };
+        if std::env::var("LISTEN_PID").is_ok_and(|p| p != std::process::id().to_string()) {
+            return Ok(None);
+        }
+        if n != "2" {
+            anyhow::bail!("LISTEN_FDS={n}: expected 2 sockets (the main port on fd 3, METRICS_PORT on fd 4)");
+        }
+        if TAKEN.swap(true, Ordering::AcqRel) {
+            return Ok(None);
+        }
+        let take = |fd: i32, what: &str| -> anyhow::Result<TcpListener> {
+            // SAFETY: fds 3 and 4 are ours by the protocol and taken once (`TAKEN`); a descriptor
+            // that is not a listening TCP socket is refused below rather than used.
+            let l = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            l.local_addr()
+                .with_context(|| format!("LISTEN_FDS: fd {fd} ({what}) is not a listening socket"))?;
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l).with_context(|| format!("LISTEN_FDS: fd {fd} ({what})"))
+        };
+        Ok(Some(Self {
+            main: take(3, "PORT")?,
+            metrics: take(4, "METRICS_PORT")?,
+        }))
     }
 }

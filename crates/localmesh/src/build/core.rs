@@ -4,12 +4,13 @@ use std::time::Duration;
 
 use manifests::Object;
 use manifests::model::IntOrString;
-use manifests::model::core::{EnvVar as RawEnv, Probe};
+use manifests::model::core::{Container, DeploymentStrategy, EnvVar as RawEnv, Probe};
 use manifests::model::labels_contain;
 
 use super::{Ctx, key, origin};
 use crate::model::{
-    ContainerPort, EnvValue, EnvVar, ProbeCheck, Readiness, Service, ServicePort, TargetPort, Workload,
+    ContainerPort, EnvValue, EnvVar, ProbeCheck, Readiness, Scaled, Service, ServicePort, Strategy, TargetPort,
+    Workload,
 };
 
 pub(super) fn workloads(cx: &mut Ctx) -> Vec<Workload> {
@@ -22,6 +23,9 @@ pub(super) fn workloads(cx: &mut Ctx) -> Vec<Workload> {
                 cx.err(o, "spec.replicas", "must not be negative");
                 continue;
             }
+        };
+        let Some(strategy) = strategy(cx, o, spec.strategy.as_ref()) else {
+            continue;
         };
         let Some(c) = spec.template.spec.containers.first() else {
             cx.err(o, "spec.template.spec.containers", "no container to run");
@@ -78,9 +82,111 @@ pub(super) fn workloads(cx: &mut Ctx) -> Vec<Workload> {
                 .readiness_probe
                 .as_ref()
                 .and_then(|p| readiness(cx, o, &format!("{cfield}.readinessProbe"), p)),
+            strategy,
+            pre_stop: pre_stop(cx, o, cfield, c),
         });
     }
     out
+}
+
+/// `spec.strategy`, checked as the API server validates it.
+fn strategy(cx: &mut Ctx, o: &Object, s: Option<&DeploymentStrategy>) -> Option<Strategy> {
+    let Some(s) = s else {
+        return Some(Strategy::default());
+    };
+    match s.kind.as_deref() {
+        Some("Recreate") => {
+            if s.rolling_update.is_some() {
+                cx.err(o, "spec.strategy.rollingUpdate", "may not be set when type is Recreate");
+                return None;
+            }
+            Some(Strategy::Recreate)
+        }
+        None | Some("RollingUpdate") => {
+            let default = Scaled::Percent(25);
+            let ru = s.rolling_update.as_ref();
+            let surge = scaled(
+                cx,
+                o,
+                "spec.strategy.rollingUpdate.maxSurge",
+                ru.and_then(|r| r.max_surge.as_ref()),
+                default,
+            )?;
+            let unavailable = scaled(
+                cx,
+                o,
+                "spec.strategy.rollingUpdate.maxUnavailable",
+                ru.and_then(|r| r.max_unavailable.as_ref()),
+                default,
+            )?;
+            let zero = |x: Scaled| matches!(x, Scaled::Count(0) | Scaled::Percent(0));
+            if zero(surge) && zero(unavailable) {
+                cx.err(
+                    o,
+                    "spec.strategy.rollingUpdate.maxUnavailable",
+                    "may not be 0 when maxSurge is 0: the rollout could never start",
+                );
+                return None;
+            }
+            Some(Strategy::RollingUpdate {
+                max_surge: surge,
+                max_unavailable: unavailable,
+            })
+        }
+        Some(other) => {
+            cx.err(
+                o,
+                "spec.strategy.type",
+                format!("{other:?} is not a strategy: expected RollingUpdate or Recreate"),
+            );
+            None
+        }
+    }
+}
+
+/// A count (`1`) or a percentage (`25%`) of the replicas.
+fn scaled(cx: &mut Ctx, o: &Object, field: &str, v: Option<&IntOrString>, default: Scaled) -> Option<Scaled> {
+    let parsed = match v {
+        None => return Some(default),
+        Some(IntOrString::Int(n)) => u32::try_from(*n).ok().map(Scaled::Count),
+        Some(IntOrString::String(s)) => s
+            .strip_suffix('%')
+            .and_then(|p| p.parse::<u32>().ok())
+            .filter(|p| *p <= 100)
+            .map(Scaled::Percent),
+    };
+    if parsed.is_none() {
+        cx.err(
+            o,
+            field,
+            format!(
+                "{} is not a count of pods or a percentage: expected e.g. 1 or 25%",
+                v.map(ToString::to_string).unwrap_or_default()
+            ),
+        );
+    }
+    parsed
+}
+
+/// `lifecycle.preStop.sleep.seconds` (the kubelet's sleep action); other handlers are not run.
+fn pre_stop(cx: &mut Ctx, o: &Object, cfield: &str, c: &Container) -> Duration {
+    let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) else {
+        return Duration::ZERO;
+    };
+    let field = format!("{cfield}.lifecycle.preStop");
+    if let Some(sleep) = &h.sleep {
+        match u64::try_from(sleep.seconds) {
+            Ok(s) => return Duration::from_secs(s),
+            Err(_) => cx.err(o, format!("{field}.sleep.seconds"), "must not be negative"),
+        }
+    } else {
+        cx.note(
+            o,
+            field,
+            "only the sleep preStop action is run locally; the pod gets SIGTERM as soon as its endpoint leaves",
+        );
+    }
+    Duration::ZERO
 }
 
 /// A readiness probe the kubelet would run against the main port: gRPC health or an HTTP GET

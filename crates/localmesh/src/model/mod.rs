@@ -18,7 +18,7 @@ pub use policy::{ConnectionPool, DestinationRule, LoadBalancer, OutlierConfig, S
 mod telemetry;
 pub use telemetry::{ProxyTracing, TelemetryScope, TracingRule};
 mod workload;
-pub use workload::{ContainerPort, EnvValue, EnvVar, Pod, ProbeCheck, Readiness, Workload};
+pub use workload::{ContainerPort, EnvValue, EnvVar, ProbeCheck, Readiness, Scaled, Strategy, Workload};
 
 use std::fmt;
 
@@ -47,7 +47,7 @@ pub struct Mesh {
 }
 
 /// `namespace/name` of an object.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key {
     pub namespace: String,
     pub name: String,
@@ -95,10 +95,5 @@ impl Mesh {
     /// The DestinationRule for a Service (the first one, as Istio keeps the oldest).
     pub fn destination_rule(&self, service: &Key) -> Option<&DestinationRule> {
         self.destination_rules.iter().find(|d| &d.host == service)
-    }
-
-    /// Every local pod, in workload order.
-    pub fn pods(&self, node: &str) -> Vec<Pod> {
-        self.workloads.iter().flat_map(|w| w.pods(node)).collect()
     }
 }

@@ -46,6 +46,88 @@ pub struct Workload {
     pub env: Vec<EnvVar>,
     /// The container's readiness probe; `None`: localmesh checks gRPC health or `/healthz`.
     pub readiness: Option<Readiness>,
+    /// How a changed pod template replaces the running pods.
+    pub strategy: Strategy,
+    /// `lifecycle.preStop.sleep`: how long a pod being removed keeps serving after its endpoint
+    /// has left its Services, before SIGTERM.
+    pub pre_stop: Duration,
+}
+
+/// `spec.strategy` of a Deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Every old pod is stopped, and gone, before the new ones start.
+    Recreate,
+    /// New pods replace old ones a few at a time.
+    RollingUpdate { max_surge: Scaled, max_unavailable: Scaled },
+}
+
+/// `maxSurge` / `maxUnavailable`: a count of pods or a percentage of `replicas`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scaled {
+    Count(u32),
+    Percent(u32),
+}
+
+impl Default for Strategy {
+    /// Kubernetes' default: `RollingUpdate` with 25% / 25%.
+    fn default() -> Self {
+        Strategy::RollingUpdate {
+            max_surge: Scaled::Percent(25),
+            max_unavailable: Scaled::Percent(25),
+        }
+    }
+}
+
+impl Strategy {
+    /// `(maxSurge, maxUnavailable)` as pod counts for `replicas`: the surge rounded up, the
+    /// unavailable rounded down, and never both 0 (the Deployment controller's
+    /// `ResolveFenceposts`). `Recreate`: no surge, everything may be unavailable.
+    pub fn fenceposts(&self, replicas: u32) -> (u32, u32) {
+        match *self {
+            Strategy::Recreate => (0, replicas),
+            Strategy::RollingUpdate {
+                max_surge,
+                max_unavailable,
+            } => {
+                let of = |s: Scaled, up: bool| match s {
+                    Scaled::Count(n) => n,
+                    Scaled::Percent(p) => {
+                        let x = u64::from(replicas) * u64::from(p);
+                        let n = if up { x.div_ceil(100) } else { x / 100 };
+                        u32::try_from(n).unwrap_or(u32::MAX)
+                    }
+                };
+                let (surge, unavailable) = (of(max_surge, true), of(max_unavailable, false));
+                if surge == 0 && unavailable == 0 {
+                    (0, 1)
+                } else {
+                    (surge, unavailable)
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Scaled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scaled::Count(n) => write!(f, "{n}"),
+            Scaled::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Strategy::Recreate => f.write_str("Recreate"),
+            Strategy::RollingUpdate {
+                max_surge,
+                max_unavailable,
+            } => write!(f, "RollingUpdate maxSurge {max_surge} maxUnavailable {max_unavailable}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,43 +153,4 @@ pub enum EnvValue {
     NodeName,
     /// Secret/ConfigMap references and other fields: left unset locally (reported as not emulated).
     Unresolved,
-}
-
-/// One local pod of a workload, with its environment resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pod {
-    pub workload: Key,
-    pub name: String,
-    pub env: Vec<(String, String)>,
-}
-
-impl Workload {
-    /// The pods to start: `<deployment>-<n>` for n in 0..replicas, each with the Downward-API env
-    /// resolved (`node` stands in for `spec.nodeName`).
-    pub fn pods(&self, node: &str) -> Vec<Pod> {
-        (0..self.replicas)
-            .map(|i| {
-                let name = format!("{}-{i}", self.key.name);
-                let env = self
-                    .env
-                    .iter()
-                    .filter_map(|e| {
-                        let v = match &e.value {
-                            EnvValue::Literal(v) => v.clone(),
-                            EnvValue::PodName => name.clone(),
-                            EnvValue::PodNamespace => self.key.namespace.clone(),
-                            EnvValue::NodeName => node.to_string(),
-                            EnvValue::Unresolved => return None,
-                        };
-                        Some((e.name.clone(), v))
-                    })
-                    .collect();
-                Pod {
-                    workload: self.key.clone(),
-                    name,
-                    env,
-                }
-            })
-            .collect()
-    }
 }

@@ -1,3 +1,4 @@
+use super::probe::ProbeState;
 use super::*;
 
 #[test]
@@ -25,8 +26,11 @@ fn readiness_changes_only_after_the_thresholds() {
 
 #[test]
 fn upstream_variables_point_at_the_pods_own_sidecar() {
+    let mesh =
+        crate::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")).expect("the repo manifests");
     let mut spec = PodSpec {
-        workload: 0,
+        workload: Arc::new(mesh.workloads[0].clone()),
+        template: "t".into(),
         name: "frontend-x".into(),
         binary: PathBuf::from("frontend"),
         env: vec![

@@ -56,10 +56,7 @@ impl Proxy {
         // breakers and outlier state, and its own `portLevelSettings`.
         let subset = backend.subset.as_deref().unwrap_or("");
         let cluster_name = format!("{}|{subset}|{svc_port}", backend.service);
-        let eps: Vec<Arc<Endpoint>> = select::workloads(mesh, &backend)
-            .iter()
-            .flat_map(|w| self.endpoints.of(&w.key))
-            .collect();
+        let eps = select::endpoints(mesh, &backend, &self.endpoints.all());
         let cluster = Cluster {
             name: &cluster_name,
             policy: &policy,

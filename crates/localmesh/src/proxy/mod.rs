@@ -231,8 +231,8 @@ impl Proxy {
 
     /// Replaces the routing model: requests that start afterwards route by `mesh`; those in
     /// flight finish on the one they started with.
-    pub fn set_mesh(&self, mesh: Mesh) {
-        *self.mesh.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(mesh);
+    pub fn set_mesh(&self, mesh: Arc<Mesh>) {
+        *self.mesh.write().unwrap_or_else(std::sync::PoisonError::into_inner) = mesh;
     }
 
     /// The in-memory trace store, when spans are kept here (not exported).

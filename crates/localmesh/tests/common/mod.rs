@@ -372,3 +372,40 @@ pub async fn idle_premium_streams(
         .map(|r| r.expect("a premium WatchPrices stream opens"))
         .collect()
 }
+
+/// Edits `rel` under `root` in one atomic replace (a new file renamed over it, as one
+/// `kubectl apply` is one change), so that one push sees every change. Each `(anchor, from, to)`
+/// replaces the first `from` after the first `anchor` (`""`: from the start); each must be there.
+pub fn edit(root: &Path, rel: &str, changes: &[(&str, &str, &str)]) {
+    let path = root.join(rel);
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (anchor, from, to) in changes {
+        let at = text.find(anchor).unwrap_or_else(|| panic!("{anchor:?} in {rel}"));
+        let i = at
+            + text[at..]
+                .find(from)
+                .unwrap_or_else(|| panic!("{from:?} after {anchor:?} in {rel}"));
+        text.replace_range(i..i + from.len(), to);
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, &path).expect("rename");
+}
+
+/// `/config_dump` of the admin port.
+pub async fn config_dump(admin: u16) -> serde_json::Value {
+    serde_json::from_str(&admin_get(admin, "/config_dump").await).expect("/config_dump is JSON")
+}
+
+/// The pods of `deployment` (`product-v1`) on `/config_dump`, by name.
+pub async fn pods_of(admin: u16, deployment: &str) -> Vec<(String, serde_json::Value)> {
+    let dump = config_dump(admin).await;
+    let want = format!("default/{deployment}");
+    dump["pods"]
+        .as_object()
+        .expect("pods")
+        .iter()
+        .filter(|(_, p)| p["deployment"] == want.as_str())
+        .map(|(n, p)| (n.clone(), p.clone()))
+        .collect()
+}

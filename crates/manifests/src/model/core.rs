@@ -16,7 +16,26 @@ pub struct Deployment {
 pub struct DeploymentSpec {
     pub replicas: Option<i32>,
     pub selector: LabelSelector,
+    pub strategy: Option<DeploymentStrategy>,
     pub template: PodTemplateSpec,
+}
+
+/// `spec.strategy`: how a changed pod template replaces the running pods.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentStrategy {
+    /// `RollingUpdate` (the default) or `Recreate`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub rolling_update: Option<RollingUpdate>,
+}
+
+/// `spec.strategy.rollingUpdate`: a count or a percentage of `replicas` each (25% by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollingUpdate {
+    pub max_surge: Option<IntOrString>,
+    pub max_unavailable: Option<IntOrString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +97,27 @@ pub struct Container {
     pub security_context: Option<SecurityContext>,
     /// `Always` marks a native sidecar init container.
     pub restart_policy: Option<String>,
+    pub lifecycle: Option<Lifecycle>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lifecycle {
+    pub pre_stop: Option<LifecycleHandler>,
+}
+
+/// A lifecycle hook; only `sleep` is read, the others are kept as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleHandler {
+    pub sleep: Option<SleepAction>,
+    pub exec: Option<serde_json::Value>,
+    pub http_get: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SleepAction {
+    pub seconds: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
