@@ -212,8 +212,25 @@ async fn a_rolling_update_of_product_v1_under_load_fails_no_call_and_moves_its_s
     let old_hash = before[0].1["pod_template_hash"].clone();
     let old: BTreeSet<String> = before.iter().map(|(n, _)| n.clone()).collect();
     let load = Load::start(&root, up.gateway, 4, false).await;
-    // An agent of v1, whose stream sticks to a v1 pod.
+    // An agent of v1, whose stream sticks to a v1 pod; and the real agent, which reconnects.
     let stream = tokio::spawn(agent(common::gateway_channel(&root, up.gateway).await, "v1.4"));
+    let real_agent = std::process::Command::new(common::bin_dir().join("agent"))
+        .arg("--target")
+        .arg(format!("https://127.0.0.1:{}", up.gateway))
+        .arg("--cacert")
+        .arg(root.join("gateway/certs/ca.crt"))
+        .args([
+            "--authority",
+            common::HOST,
+            "--agent-version",
+            "v1.5",
+            "--interval",
+            "100ms",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("agent starts");
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // A new pod template (its log level): a rolling update, maxSurge 1, maxUnavailable 0.
@@ -255,8 +272,21 @@ async fn a_rolling_update_of_product_v1_under_load_fails_no_call_and_moves_its_s
     assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
     // The agent reconnects, to a new pod.
     let again = tokio::spawn(agent(common::gateway_channel(&root, up.gateway).await, "v1.4"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     again.abort();
+    // SAFETY: signalling the agent this test started.
+    unsafe { libc::kill(real_agent.id() as i32, libc::SIGTERM) };
+    let out = real_agent.wait_with_output().expect("agent output");
+    let stopped = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "Agent stopped")
+        .unwrap_or_else(|| panic!("the agent's summary: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success(), "{stopped}");
+    assert!(
+        stopped["reconnects"].as_u64() >= Some(1) && stopped["streams_opened"].as_u64() >= Some(2),
+        "the agent's stream ended with its pod and it reconnected: {stopped}"
+    );
     let load_pods = load.pods().await;
     let (answered, failed) = load.finish().await;
     assert!(answered > 100, "the load ran: {answered} calls");
@@ -313,4 +343,99 @@ fn the_suite_starts_twenty_times_without_a_pod_restarting() {
             assert!(stopped, "round {round}: localmesh up stopped cleanly");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_deployment_starts_and_a_deleted_one_stops() {
+    let copy = tempfile::tempdir().expect("tempdir");
+    let root = common::repo_copy(copy.path(), &[]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let up = common::Up::start_with(data.path(), &root, &[]);
+    assert!(common::pods_of(up.admin, "product-v3").await.is_empty());
+
+    // product-v3: product-v2's Deployment with the version changed, in a file of its own.
+    let text = std::fs::read_to_string(root.join(PRODUCT)).expect("product.yaml");
+    let v2 = text
+        .split("\n---\n")
+        .find(|d| d.contains("kind: Deployment") && d.contains("name: product-v2"))
+        .expect("the product-v2 Deployment");
+    let v3 = root.join("manifests/base/product-v3.yaml");
+    std::fs::write(root.join("manifests/base/product-v3.tmp"), v2.replace("v2", "v3")).expect("write");
+    std::fs::rename(root.join("manifests/base/product-v3.tmp"), &v3).expect("rename");
+    let pods = until(up.admin, "product-v3", Duration::from_secs(20), "a ready v3 pod", |p| {
+        p.len() == 1 && ready(p) == 1
+    })
+    .await;
+    assert_eq!(pods[0].1["version"], "v3");
+
+    std::fs::remove_file(&v3).expect("delete");
+    until(up.admin, "product-v3", Duration::from_secs(30), "no v3 pod", |p| {
+        p.is_empty()
+    })
+    .await;
+    assert_eq!(
+        common::pods_of(up.admin, "product-v2").await.len(),
+        1,
+        "the others stay"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_weight_change_under_load_fails_no_call_and_cuts_no_stream() {
+    let copy = tempfile::tempdir().expect("tempdir");
+    let root = common::repo_copy(copy.path(), &[]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let up = common::Up::start_with(data.path(), &root, &[]);
+    let load = Load::start(&root, up.gateway, 4, false).await;
+    let stream = tokio::spawn(agent(common::gateway_channel(&root, up.gateway).await, "v1.4"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // 80/20 → 0/100 for unary calls and streams alike, in one change.
+    common::edit(
+        &root,
+        "gateway/httproutes.yaml",
+        &[
+            (
+                "",
+                "{name: product-service-v1, port: 50051, weight: 80}",
+                "{name: product-service-v1, port: 50051, weight: 0}",
+            ),
+            (
+                "",
+                "{name: product-service-v2, port: 50051, weight: 20}",
+                "{name: product-service-v2, port: 50051, weight: 100}",
+            ),
+            (
+                "",
+                "{name: product-service-v1, port: 50052, weight: 80}",
+                "{name: product-service-v1, port: 50052, weight: 0}",
+            ),
+            (
+                "",
+                "{name: product-service-v2, port: 50052, weight: 20}",
+                "{name: product-service-v2, port: 50052, weight: 100}",
+            ),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while common::config_dump(up.admin).await["config"]["version"] != 2 {
+        assert!(Instant::now() < deadline, "pushed within 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let at_push = load.served.lock().await.len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after: Vec<String> = load.served.lock().await[at_push + 50..].to_vec();
+    let (answered, failed) = load.finish().await;
+    assert!(
+        failed.is_empty(),
+        "{} of {answered} calls failed: {failed:?}",
+        failed.len()
+    );
+    assert!(
+        after.iter().all(|p| p.starts_with("product-v2-")),
+        "calls started after the push go to v2: {after:?}"
+    );
+    // The open stream stays on the v1 pod it started on: a push does not cut it.
+    assert!(!stream.is_finished(), "the stream is still open");
+    stream.abort();
 }
