@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
+use notify::{EventKind, RecursiveMode, Watcher as _};
 use serde_json::{Value, json};
 
 use crate::model::Mesh;
@@ -138,44 +138,78 @@ fn watched(root: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Watches `root`'s configuration and pushes each valid change to `proxy` until dropped.
+/// Whether a file event can change the configuration: not reading a file (inotify reports every
+/// open, the reloads' own included, which would reload forever), nor the local CA's files, which
+/// change as they are made.
+fn relevant(res: &notify::Result<notify::Event>, certs: &Path) -> bool {
+    match res {
+        Ok(e) => !matches!(e.kind, EventKind::Access(_)) && e.paths.iter().any(|p| !p.starts_with(certs)),
+        // A lost event (an overflowed queue) may have been a change.
+        Err(_) => true,
+    }
+}
+
+/// Watches `root`'s configuration and pushes each valid change to `proxy` until dropped. A burst
+/// of changes (an editor's save, a `kubectl apply` of several files) is gathered for [`DEBOUNCE`]
+/// after its first event into one reload.
 pub fn watch(root: PathBuf, proxy: Arc<Proxy>, pushed: Arc<Pushed>) -> anyhow::Result<Watching> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let certs = root.join("gateway/certs");
-    let mut debouncer = new_debouncer(DEBOUNCE, move |res: DebounceEventResult| {
-        // The local CA's files change as they are made; they are not configuration.
-        let relevant = match res {
-            Ok(events) => events.iter().any(|e| !e.path.starts_with(&certs)),
-            Err(_) => true,
-        };
-        if relevant {
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if relevant(&res, &certs) {
             let _ = tx.send(());
         }
     })?;
     for dir in watched(&root) {
-        debouncer.watcher().watch(&dir, RecursiveMode::Recursive)?;
+        watcher.watch(&dir, RecursiveMode::Recursive)?;
     }
     let task = tokio::spawn(async move {
         while rx.recv().await.is_some() {
+            tokio::time::sleep(DEBOUNCE).await;
             while rx.try_recv().is_ok() {}
             let (root, proxy, pushed) = (root.clone(), proxy.clone(), pushed.clone());
             let _ = tokio::task::spawn_blocking(move || pushed.reload(&root, &proxy)).await;
         }
     });
     Ok(Watching {
-        _debouncer: Box::new(debouncer),
+        _watcher: Box::new(watcher),
         task,
     })
 }
 
 /// A running watch; dropping it stops watching.
 pub struct Watching {
-    _debouncer: Box<dyn std::any::Any + Send>,
+    _watcher: Box<dyn std::any::Any + Send>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Watching {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{AccessKind, CreateKind, ModifyKind, RenameMode};
+
+    use super::*;
+
+    #[test]
+    fn reading_the_files_is_not_a_change_and_neither_is_the_local_ca() {
+        let certs = Path::new("/r/gateway/certs");
+        let event = |kind, path: &str| Ok(notify::Event::new(kind).add_path(PathBuf::from(path)));
+        let routes = "/r/gateway/httproutes.yaml";
+        assert!(!relevant(&event(EventKind::Access(AccessKind::Any), routes), certs));
+        assert!(relevant(
+            &event(EventKind::Modify(ModifyKind::Name(RenameMode::To)), routes),
+            certs
+        ));
+        assert!(relevant(&event(EventKind::Create(CreateKind::File), routes), certs));
+        assert!(!relevant(
+            &event(EventKind::Create(CreateKind::File), "/r/gateway/certs/ca.crt"),
+            certs
+        ));
+        assert!(relevant(&Err(notify::Error::generic("queue overflow")), certs));
     }
 }

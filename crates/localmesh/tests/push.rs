@@ -4,33 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use proto::product::GetProductRequest;
 use proto::product::product_service_client::ProductServiceClient;
-use tonic::transport::Channel;
 
 mod common;
 
 const ROUTES: &str = "gateway/httproutes.yaml";
 const V1_80: &str = "{name: product-service-v1, port: 50051, weight: 80}";
 const V2_20: &str = "{name: product-service-v2, port: 50051, weight: 20}";
-
-/// The versions that answer `n` plain GetProduct calls: (v1, v2).
-async fn split(client: &mut ProductServiceClient<Channel>, n: usize) -> (usize, usize) {
-    let mut v = (0, 0);
-    for _ in 0..n {
-        let reply = client
-            .get_product(GetProductRequest {
-                product_id: "123".into(),
-            })
-            .await
-            .expect("GetProduct through the gateway");
-        match reply.into_inner().served_by.expect("served_by").version.as_str() {
-            "v1" => v.0 += 1,
-            _ => v.1 += 1,
-        }
-    }
-    v
-}
 
 /// Applies the `(from, to)` replacements to the HTTPRoutes in one change.
 fn edit(root: &std::path::Path, changes: &[(&str, &str)]) {
@@ -60,12 +40,6 @@ fn line(up: &common::Up, message: &str, within: Duration) -> serde_json::Value {
     }
 }
 
-async fn config(up: &common::Up) -> serde_json::Value {
-    let dump: serde_json::Value =
-        serde_json::from_str(&common::admin_get(up.admin, "/config_dump").await).expect("JSON");
-    dump["config"].clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_edits_are_pushed_live_and_invalid_ones_refused_with_the_field_named() {
     let copy = tempfile::tempdir().expect("tempdir");
@@ -74,8 +48,8 @@ async fn routing_edits_are_pushed_live_and_invalid_ones_refused_with_the_field_n
     let up = common::Up::start_with(data.path(), &root, &[]);
     let pids: Vec<i32> = up.pods.iter().map(|(_, p)| *p).collect();
     let mut client = ProductServiceClient::new(common::gateway_channel(&root, up.gateway).await);
-    assert_eq!(config(&up).await["version"], 1);
-    let (v1, v2) = split(&mut client, 300).await;
+    assert_eq!(common::config_dump(up.admin).await["config"]["version"], 1);
+    let (v1, v2) = common::split(&mut client, 300).await;
     assert!(fits(v2, v1 + v2, 0.2), "80/20 to start with: {v1}/{v2}");
 
     // 0/100: every call that starts after the push goes to v2, on the same connection.
@@ -88,8 +62,8 @@ async fn routing_edits_are_pushed_live_and_invalid_ones_refused_with_the_field_n
     );
     let pushed = line(&up, "configuration pushed", Duration::from_secs(5));
     assert_eq!(pushed["config_version"], 2, "{pushed}");
-    assert_eq!(split(&mut client, 100).await, (0, 100));
-    let c = config(&up).await;
+    assert_eq!(common::split(&mut client, 100).await, (0, 100));
+    let c = common::config_dump(up.admin).await["config"].clone();
     assert_eq!(
         (c["version"].as_u64(), c["last_error"].is_null()),
         (Some(2), true),
@@ -113,11 +87,11 @@ async fn routing_edits_are_pushed_live_and_invalid_ones_refused_with_the_field_n
     for part in [ROUTES, "HTTPRoute default/product-grpc", "weight"] {
         assert!(error.contains(part), "{part:?} in {error}");
     }
-    let c = config(&up).await;
+    let c = common::config_dump(up.admin).await["config"].clone();
     assert_eq!(c["version"], 2, "{c}");
     assert!(c["last_error"].as_str().is_some_and(|e| e.contains("weight")), "{c}");
     assert_eq!(
-        split(&mut client, 100).await,
+        common::split(&mut client, 100).await,
         (0, 100),
         "the running configuration stays"
     );
@@ -143,13 +117,13 @@ async fn routing_edits_are_pushed_live_and_invalid_ones_refused_with_the_field_n
     );
     let pushed = line(&up, "configuration pushed", Duration::from_secs(5));
     assert_eq!(pushed["config_version"], 3, "{pushed}");
-    assert!(config(&up).await["last_error"].is_null());
+    assert!(common::config_dump(up.admin).await["config"]["last_error"].is_null());
     let page = common::admin_get(up.console, "/graph").await;
     assert!(
         !page.contains("configuration change refused"),
         "cleared in the console too"
     );
-    let (v1, v2) = split(&mut client, 300).await;
+    let (v1, v2) = common::split(&mut client, 300).await;
     assert!(fits(v2, v1 + v2, 0.5), "50/50 now: {v1}/{v2}");
 
     // Nothing was restarted.

@@ -85,6 +85,16 @@ impl Load {
     }
 }
 
+/// `localmesh up` on a copy of the repository's manifests (the temporary directories live as
+/// long as the first item).
+fn start() -> ((tempfile::TempDir, tempfile::TempDir), std::path::PathBuf, common::Up) {
+    let copy = tempfile::tempdir().expect("tempdir");
+    let root = common::repo_copy(copy.path(), &[]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let up = common::Up::start_with(data.path(), &root, &[]);
+    ((copy, data), root, up)
+}
+
 /// Polls `/config_dump` until `done` holds for `deployment`'s pods, within `within`.
 async fn until(
     admin: u16,
@@ -112,10 +122,7 @@ fn ready(pods: &[(String, serde_json::Value)]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scaling_product_v2_up_and_down_under_load_fails_no_call() {
-    let copy = tempfile::tempdir().expect("tempdir");
-    let root = common::repo_copy(copy.path(), &[]);
-    let data = tempfile::tempdir().expect("tempdir");
-    let up = common::Up::start_with(data.path(), &root, &[]);
+    let (_dirs, root, up) = start();
     let first = until(up.admin, "product-v2", Duration::from_secs(5), "one v2 pod", |p| {
         p.len() == 1 && ready(p) == 1
     })
@@ -201,10 +208,7 @@ async fn agent(channel: Channel, agent_version: &str) -> (Vec<String>, tonic::St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_update_of_product_v1_under_load_fails_no_call_and_moves_its_streams() {
-    let copy = tempfile::tempdir().expect("tempdir");
-    let root = common::repo_copy(copy.path(), &[]);
-    let data = tempfile::tempdir().expect("tempdir");
-    let up = common::Up::start_with(data.path(), &root, &[]);
+    let (_dirs, root, up) = start();
     let before = until(up.admin, "product-v1", Duration::from_secs(5), "two v1 pods", |p| {
         p.len() == 2 && ready(p) == 2
     })
@@ -347,10 +351,7 @@ fn the_suite_starts_twenty_times_without_a_pod_restarting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_deployment_starts_and_a_deleted_one_stops() {
-    let copy = tempfile::tempdir().expect("tempdir");
-    let root = common::repo_copy(copy.path(), &[]);
-    let data = tempfile::tempdir().expect("tempdir");
-    let up = common::Up::start_with(data.path(), &root, &[]);
+    let (_dirs, root, up) = start();
     assert!(common::pods_of(up.admin, "product-v3").await.is_empty());
 
     // product-v3: product-v2's Deployment with the version changed, in a file of its own.
@@ -382,10 +383,7 @@ async fn a_new_deployment_starts_and_a_deleted_one_stops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_weight_change_under_load_fails_no_call_and_cuts_no_stream() {
-    let copy = tempfile::tempdir().expect("tempdir");
-    let root = common::repo_copy(copy.path(), &[]);
-    let data = tempfile::tempdir().expect("tempdir");
-    let up = common::Up::start_with(data.path(), &root, &[]);
+    let (_dirs, root, up) = start();
     let load = Load::start(&root, up.gateway, 4, false).await;
     let stream = tokio::spawn(agent(common::gateway_channel(&root, up.gateway).await, "v1.4"));
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -409,3 +409,24 @@ pub async fn pods_of(admin: u16, deployment: &str) -> Vec<(String, serde_json::V
         .map(|(n, p)| (n.clone(), p.clone()))
         .collect()
 }
+
+/// The versions that answer `n` plain GetProduct calls through `client`: (v1, v2).
+pub async fn split(
+    client: &mut proto::product::product_service_client::ProductServiceClient<tonic::transport::Channel>,
+    n: usize,
+) -> (usize, usize) {
+    let mut v = (0, 0);
+    for _ in 0..n {
+        let reply = client
+            .get_product(proto::product::GetProductRequest {
+                product_id: "123".into(),
+            })
+            .await
+            .expect("GetProduct through the gateway");
+        match reply.into_inner().served_by.expect("served_by").version.as_str() {
+            "v1" => v.0 += 1,
+            _ => v.1 += 1,
+        }
+    }
+    v
+}
