@@ -28,7 +28,8 @@ enum Command {
         root: PathBuf,
     },
     /// Start every Deployment's replicas as local processes, the sidecar listeners, the TLS
-    /// gateway and an admin port; Ctrl-C or SIGTERM stops everything with a bounded drain.
+    /// gateway and an admin port; edits of the files are pushed live (routing, replicas, rolling
+    /// updates); Ctrl-C or SIGTERM stops everything with a bounded drain.
     Up {
         /// The repository root (holding gateway/ and manifests/).
         #[arg(long, default_value = ".")]
