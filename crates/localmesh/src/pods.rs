@@ -124,17 +124,9 @@ impl PodSpec {
     }
 }
 
-/// What makes a pod template: a change to any of it is a rollout.
-fn template_of(w: &Workload) -> String {
-    let env: Vec<String> = w.env.iter().map(|e| format!("{}={:?}", e.name, e.value)).collect();
-    let ports: Vec<u16> = w.ports.iter().map(|p| p.port).collect();
-    let template = (&w.key, &w.labels, &w.binary, env, ports, format!("{:?}", w.readiness));
-    crate::identity::template_hash(&w.key.name, &template)
-}
-
 /// A new replica of `w`, named as a ReplicaSet names its pods.
 pub fn spec(mesh: &Mesh, w: &Arc<Workload>, opts: &PodOptions) -> PodSpec {
-    let template = template_of(w);
+    let template = w.template_hash();
     let name = crate::identity::pod_name(&w.key.name, &template);
     {
         let mut env: Vec<(String, String)> = Vec::new();

@@ -248,7 +248,8 @@ impl Display for Mesh {
             // A changed template or strategy is a change to push (a rollout), as are the replicas.
             writeln!(
                 f,
-                "    labels {}; {}; preStop {}s",
+                "    pod-template-hash {}; labels {}; {}; preStop {}s",
+                w.template_hash(),
                 labels.join(","),
                 w.strategy,
                 w.pre_stop.as_secs()

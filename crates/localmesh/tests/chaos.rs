@@ -116,6 +116,12 @@ fn signal(pid: i32, sig: i32) {
 /// `localmesh load --json` through the gateway while `during` runs; the summary's (requests,
 /// failed).
 async fn under_load<F: std::future::Future<Output = ()>>(up: &Up, s: Scale, during: F) -> (u64, u64) {
+    under_load_for(up, s.load, during).await
+}
+
+/// [`under_load`] for `duration`.
+async fn under_load_for<F: std::future::Future<Output = ()>>(up: &Up, duration: &str, during: F) -> (u64, u64) {
+    let duration = duration.to_string();
     let root = up.root.clone();
     let gateway = up.gateway;
     let load = tokio::task::spawn_blocking(move || {
@@ -123,7 +129,7 @@ async fn under_load<F: std::future::Future<Output = ()>>(up: &Up, s: Scale, duri
             .args(["load", "--target", &format!("127.0.0.1:{gateway}")])
             .arg("--cacert")
             .arg(root.join("gateway/certs/ca.crt"))
-            .args(["--duration", s.load, "--concurrency", "8", "--json"])
+            .args(["--duration", &duration, "--concurrency", "8", "--json"])
             .stderr(std::process::Stdio::inherit())
             .output()
     });
@@ -341,6 +347,24 @@ async fn the_fault_matrix_loses_no_order_and_charges_each_once() {
         .await,
     );
 
+    // Every Deployment restarted at once, as `kubectl rollout restart` does it, under unary load
+    // and during a burst of orders: the RollingUpdate ones surge a new pod first, payment
+    // (Recreate: its volume is ReadWriteOnce) is down while it restarts.
+    let before: Vec<String> = pods(&up).await.into_keys().collect();
+    let mut burst = Row::default();
+    let (calls, failed) = under_load_for(&up, "12s", async {
+        burst = order_burst(&up, s, "rolling-restart", async { restart_all(&up.root) }).await;
+    })
+    .await;
+    wait_rolled_out(&up, &before).await;
+    rows.push(Row {
+        scenario: "rolling restart: unary load".into(),
+        calls,
+        failed_calls: failed,
+        ..Row::default()
+    });
+    rows.push(burst);
+
     let printed = table(&rows);
     println!("{printed}");
     eprintln!("{printed}");
@@ -354,7 +378,11 @@ async fn the_fault_matrix_loses_no_order_and_charges_each_once() {
     }
     // Clients that retry as docs/order.md says see every order through: the order service and
     // the payment provider come back within the retries' 20 s.
-    for r in rows.iter().filter(|r| r.scenario.ends_with("-killed")) {
+    // A rolling restart keeps a ready pod of every RollingUpdate Deployment throughout.
+    for r in rows
+        .iter()
+        .filter(|r| r.scenario.ends_with("-killed") || r.scenario.starts_with("rolling"))
+    {
         assert_eq!(r.failed_calls, 0, "{printed}");
     }
 }
@@ -368,6 +396,60 @@ fn settle_quickly() -> Vec<(&'static str, &'static str, &'static str)> {
         "        - {name: SHUTDOWN_GRACE_SECS, value: \"10\"}\n",
         "        - {name: SHUTDOWN_GRACE_SECS, value: \"10\"}\n        - {name: ORDER_SETTLE_AFTER, value: \"4s\"}\n        - {name: ORDER_SETTLE_INTERVAL, value: \"1s\"}\n",
     )]
+}
+
+/// `kubectl rollout restart` of every Deployment in one change: a `restartedAt` annotation on each
+/// pod template.
+fn restart_all(root: &std::path::Path) {
+    let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    for file in ["product", "order", "payment", "frontend"] {
+        let path = root.join(format!("manifests/base/{file}.yaml"));
+        let text = std::fs::read_to_string(&path).expect("read");
+        let docs: Vec<String> = text
+            .split("\n---\n")
+            .map(|d| {
+                let Some(t) = d
+                    .find("\n  template:\n    metadata:\n")
+                    .filter(|_| d.contains("kind: Deployment"))
+                else {
+                    return d.to_string();
+                };
+                let restarted = format!("        kubectl.kubernetes.io/restartedAt: \"{at}\"\n");
+                match d[t..].find("\n      annotations:\n") {
+                    Some(a) => {
+                        let at = t + a + "\n      annotations:\n".len();
+                        format!("{}{restarted}{}", &d[..at], &d[at..])
+                    }
+                    None => {
+                        let at = t + "\n  template:\n    metadata:\n".len();
+                        format!("{}      annotations:\n{restarted}{}", &d[..at], &d[at..])
+                    }
+                }
+            })
+            .collect();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, docs.join("\n---\n")).expect("write");
+        std::fs::rename(&tmp, &path).expect("rename");
+    }
+}
+
+/// Every pod of `before` replaced and gone, every new one ready, within 60 s.
+async fn wait_rolled_out(up: &Up, before: &[String]) {
+    let started = Instant::now();
+    loop {
+        let dump: serde_json::Value =
+            serde_json::from_str(&common::admin_get(up.admin, "/config_dump").await).expect("JSON");
+        let pods = dump["pods"].as_object().expect("pods");
+        let done = pods.keys().all(|n| !before.contains(n)) && pods.values().all(|p| p["ready"] == true);
+        if done {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "every pod replaced: {dump}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Every pod ready again (after a kill), within 20 s.

@@ -73,6 +73,7 @@ pub(super) fn workloads(cx: &mut Ctx) -> Vec<Workload> {
             key: key(o),
             replicas,
             labels: spec.template.metadata.labels.clone(),
+            annotations: spec.template.metadata.annotations.clone(),
             service_account: spec.template.spec.service_account().to_string(),
             container: c.name.clone(),
             binary,

@@ -38,6 +38,8 @@ pub struct Workload {
     pub replicas: u32,
     /// The pod template's labels: what Services and subsets select.
     pub labels: BTreeMap<String, String>,
+    /// The pod template's annotations (`kubectl rollout restart` changes one to roll the pods).
+    pub annotations: BTreeMap<String, String>,
     pub service_account: String,
     pub container: String,
     /// The suite binary, from the image name (`mesh-shop/product:0.1.0` → `product`).
@@ -67,6 +69,24 @@ pub enum Strategy {
 pub enum Scaled {
     Count(u32),
     Percent(u32),
+}
+
+impl Workload {
+    /// The `pod-template-hash`: the same for the same pod template, new for a changed one (which
+    /// is what starts a rollout).
+    pub fn template_hash(&self) -> String {
+        let env: Vec<String> = self.env.iter().map(|e| format!("{}={:?}", e.name, e.value)).collect();
+        let ports: Vec<u16> = self.ports.iter().map(|p| p.port).collect();
+        let template = (
+            &self.labels,
+            &self.annotations,
+            &self.binary,
+            env,
+            ports,
+            format!("{:?}", self.readiness),
+        );
+        crate::identity::template_hash(&self.key.name, &template)
+    }
 }
 
 impl Default for Strategy {

@@ -111,7 +111,7 @@ pub(super) async fn control(key: Key, mut desired: watch::Receiver<Option<Desire
             while stopping.join_next().await.is_some() {}
             return;
         };
-        let template = super::template_of(&want.workload);
+        let template = want.workload.template_hash();
         let seen: Vec<Seen> = pods
             .iter()
             .map(|(p, _)| Seen {

@@ -173,7 +173,7 @@ impl Supervisor {
         let status = self.status();
         let mut out = Vec::new();
         for w in &mesh.workloads {
-            let template = super::template_of(w);
+            let template = w.template_hash();
             let mine: Vec<(&String, &PodStatus)> = status.iter().filter(|(_, s)| s.workload == w.key).collect();
             let ready = mine
                 .iter()
