@@ -34,9 +34,11 @@ if [[ -z "$ISTIOCTL" && ! -x "$ISTIO_DIR/bin/istioctl" ]]; then
 fi
 find_istioctl
 
-say "Gateway API CRDs $GATEWAY_API_VERSION (standard channel; Istio $ISTIO_VERSION is built against it)"
+# Experimental channel: the HTTPRoute rules' `retry` (gateway/httproutes.yaml) is one of its fields;
+# without it the API server would drop the field and the gateway would retry nothing.
+say "Gateway API CRDs $GATEWAY_API_VERSION (experimental channel, for HTTPRoute retry; Istio $ISTIO_VERSION is built against it)"
 k apply --server-side --force-conflicts \
-  -f "https://github.com/kubernetes-sigs/gateway-api/releases/download/${GATEWAY_API_VERSION}/standard-install.yaml" >/dev/null
+  -f "https://github.com/kubernetes-sigs/gateway-api/releases/download/${GATEWAY_API_VERSION}/experimental-install.yaml" >/dev/null
 k wait --for=condition=Established --timeout=60s \
   crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io >/dev/null
 

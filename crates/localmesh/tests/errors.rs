@@ -221,3 +221,34 @@ fn port_level_settings_without_a_port_number_are_an_error() {
     ));
     assert!(e.contains("spec.trafficPolicy.portLevelSettings[0].port.number"), "{e}");
 }
+
+#[test]
+fn an_httproute_retry_is_read_as_istio_reads_it_and_bad_values_name_the_field() {
+    const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  gatewayClassName: istio\n  listeners:\n  - {name: http, port: 80, protocol: HTTP}\n---\n";
+    let route = |retry: &str| {
+        format!(
+            "{SERVICE}{GATEWAY}apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: default}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules:\n  - backendRefs: [{{name: web, port: 8080}}]\n    timeouts: {{backendRequest: 2s}}\n    retry: {retry}\n"
+        )
+    };
+    let m = build(&route("{codes: [503]}")).expect("valid");
+    let r = &m.listeners[0].routes[0];
+    assert_eq!(r.retry.attempts, 2, "Istio's default when attempts is unset");
+    assert_eq!(r.retry.per_try_timeout, Some(std::time::Duration::from_secs(2)));
+    assert!(r.retry.retries_on(localmesh::model::RetryOn::Status(503)));
+    assert!(
+        !build(&route("{attempts: 0}")).expect("valid").listeners[0].routes[0]
+            .retry
+            .is_enabled()
+    );
+    for (retry, field, why) in [
+        ("{attempts: -1}", "spec.rules[0].retry.attempts", "not a count"),
+        ("{codes: [200]}", "spec.rules[0].retry.codes[0]", "400 to 599"),
+        ("{backoff: 1x}", "spec.rules[0].retry.backoff", "unknown unit"),
+    ] {
+        let e = err(&route(retry));
+        assert!(
+            e.contains("HTTPRoute default/r") && e.contains(field) && e.contains(why),
+            "{retry}: {e}"
+        );
+    }
+}

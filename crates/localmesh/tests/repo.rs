@@ -263,3 +263,38 @@ fn peer_authentication_strict_is_reported_as_not_emulated() {
         assert!(m.not_emulated.iter().any(|n| n.object.starts_with(kind)), "{kind}");
     }
 }
+
+#[test]
+fn the_gateway_retries_unary_product_calls_only() {
+    let m = mesh();
+    let retry = |path: &str, headers: &[(&str, &str)]| {
+        let mut req = Request::grpc(path);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let (_, r) = select::gateway(&m, 443, HOST, &req).expect("route");
+        r.retry.clone()
+    };
+    // The rules' `retry: {attempts: 2}`, as Istio converts it.
+    for headers in [&[][..], &[("user-type", "premium")][..]] {
+        let r = retry("/product.ProductService/GetProduct", headers);
+        assert_eq!(r.attempts, 2, "{headers:?}");
+        for t in [
+            RetryOn::ConnectFailure,
+            RetryOn::RefusedStream,
+            RetryOn::Unavailable,
+            RetryOn::Cancelled,
+        ] {
+            assert!(r.retries_on(t), "{t}");
+        }
+        assert!(!r.retries_on(RetryOn::Reset), "a reset may have been processed");
+    }
+    // Streams and orders: the mesh default, attempts 0.
+    for path in [
+        "/product.ProductService/AgentSync",
+        "/product.ProductService/WatchPrices",
+        "/order.OrderService/CreateOrder",
+    ] {
+        assert!(!retry(path, &[]).is_enabled(), "{path}");
+    }
+}

@@ -222,6 +222,22 @@ fn a_gateway_retry_of_orders_is_found() {
     );
 }
 
+#[test]
+fn the_unary_product_retry_is_allowed_only_while_exact_rules_take_the_streams() {
+    // As the repo is: the prefix rules with `retry` never see a stream.
+    let f = findings_with("gateway", "\n", "\n", "gateway_retries", &Render::Never);
+    assert!(f.is_empty(), "{f:?}");
+    // Without the header-less AgentSync rule, an agent without a v1/v2 version falls to the
+    // retried prefix rule.
+    let fallback = "  - matches:\n    - path: {type: Exact, value: /product.ProductService/AgentSync}\n    backendRefs:\n    - {name: product-service-v1, port: 50052}\n";
+    let f = findings_with("gateway", fallback, "", "gateway_retries", &Render::Never);
+    assert!(
+        f.iter()
+            .any(|f| f.contains("product-grpc") && f.contains(".retry") && f.contains("a stream")),
+        "{f:?}"
+    );
+}
+
 fn which_kubectl() -> bool {
     std::process::Command::new("kubectl")
         .args(["version", "--client"])

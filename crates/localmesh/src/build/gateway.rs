@@ -10,8 +10,8 @@ use serde::Deserialize;
 use super::matches::{gateway_path, gateway_value};
 use super::{Ctx, Options, key, origin};
 use crate::model::{
-    Backend, GatewayRoute, Key, Listener, Mesh, PathMatch, Protocol, Redirect, RequestMatch, RetryPolicy, RouteAction,
-    StringMatch, TlsCert,
+    Backend, GatewayRoute, Key, Listener, Mesh, PathMatch, Protocol, Redirect, RequestMatch, RetryOn, RetryPolicy,
+    RouteAction, StringMatch, TlsCert,
 };
 
 /// Which namespaces may attach routes to a listener (`allowedRoutes.namespaces`).
@@ -301,22 +301,26 @@ fn rule_action(cx: &mut Ctx, o: &Object, mesh: &Mesh, field: &str, rule: &HttpRo
             None => cx.err(o, format!("{ffield}.type"), "missing"),
         }
     }
-    if rule.retry.is_some() {
-        cx.note(
-            o,
-            format!("{field}.retry"),
-            "experimental-channel retry is not emulated; the mesh's defaultHttpRetryPolicy applies",
-        );
-    }
-    let mut retry = mesh.default_retry.clone();
+    // Without a `retry` of its own the route gets the mesh's defaultHttpRetryPolicy.
+    let own_retry = match &rule.retry {
+        Some(r) => Some(httproute_retry(cx, o, &format!("{field}.retry"), r)?),
+        None => None,
+    };
+    let mut retry = own_retry.clone().unwrap_or_else(|| mesh.default_retry.clone());
     let mut timeout = None;
     if let Some(t) = &rule.timeouts {
         if let Some(req) = &t.request {
             timeout = cx.duration(o, &format!("{field}.timeouts.request"), req)?.into();
         }
-        // Istio maps backendRequest to the per-try timeout.
+        // Istio's `convertHTTPRoute`: backendRequest is the per-try timeout of the rule's own
+        // retry, else the route's timeout (pilot/pkg/config/kube/gateway/conversion.go).
         if let Some(b) = &t.backend_request {
-            retry.per_try_timeout = Some(cx.duration(o, &format!("{field}.timeouts.backendRequest"), b)?);
+            let b = cx.duration(o, &format!("{field}.timeouts.backendRequest"), b)?;
+            if own_retry.is_some() {
+                retry.per_try_timeout = Some(b);
+            } else {
+                timeout = Some(b);
+            }
         }
     }
     let timeout = timeout.filter(|d: &std::time::Duration| !d.is_zero());
@@ -328,6 +332,82 @@ fn rule_action(cx: &mut Ctx, o: &Object, mesh: &Mesh, field: &str, rule: &HttpRo
         backends.push(backend(cx, o, mesh, &format!("{field}.backendRefs[{bi}]"), b)?);
     }
     Some((RouteAction::Forward(backends), timeout, retry))
+}
+
+/// An HTTPRoute rule's `retry` (Gateway API experimental channel) as Istio converts it
+/// (`convertHTTPRoute`, pilot/pkg/config/kube/gateway/conversion.go): retries on connect failures,
+/// refused streams and gRPC `unavailable` and `cancelled`, plus each of `codes`; `attempts`
+/// defaults to 2 (the mesh's own default), and 0 retries nothing.
+fn httproute_retry(cx: &mut Ctx, o: &Object, field: &str, r: &serde_json::Value) -> Option<RetryPolicy> {
+    let Some(map) = r.as_object() else {
+        cx.err(o, field, "must be a map (attempts, codes, backoff)");
+        return None;
+    };
+    let attempts = match map.get("attempts") {
+        None => 2,
+        Some(a) => match a.as_u64().and_then(|a| u32::try_from(a).ok()) {
+            Some(a) => a,
+            None => {
+                cx.err(
+                    o,
+                    format!("{field}.attempts"),
+                    format!("{a} is not a count of retries (0 or more)"),
+                );
+                return None;
+            }
+        },
+    };
+    let mut retry_on = vec![
+        RetryOn::ConnectFailure,
+        RetryOn::RefusedStream,
+        RetryOn::Unavailable,
+        RetryOn::Cancelled,
+    ];
+    if let Some(codes) = map.get("codes") {
+        let Some(list) = codes.as_array() else {
+            cx.err(o, format!("{field}.codes"), "must be a list of HTTP status codes");
+            return None;
+        };
+        for (i, c) in list.iter().enumerate() {
+            match c
+                .as_u64()
+                .and_then(|c| u16::try_from(c).ok())
+                .filter(|c| (400..=599).contains(c))
+            {
+                Some(c) => {
+                    if !retry_on.contains(&RetryOn::RetriableStatusCodes) {
+                        retry_on.push(RetryOn::RetriableStatusCodes);
+                    }
+                    retry_on.push(RetryOn::Status(c));
+                }
+                None => {
+                    cx.err(
+                        o,
+                        format!("{field}.codes[{i}]"),
+                        format!("{c} is not an HTTP status code from 400 to 599"),
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+    if let Some(b) = map.get("backoff") {
+        let text = b.as_str().unwrap_or_default();
+        cx.duration(o, &format!("{field}.backoff"), text)?;
+        cx.note(
+            o,
+            format!("{field}.backoff"),
+            "the backoff between retries is not emulated: retries go at once",
+        );
+    }
+    if attempts == 0 {
+        return Some(RetryPolicy::none());
+    }
+    Some(RetryPolicy {
+        attempts,
+        per_try_timeout: None,
+        retry_on,
+    })
 }
 
 fn backend(cx: &mut Ctx, o: &Object, mesh: &Mesh, field: &str, b: &HttpBackendRef) -> Option<Backend> {

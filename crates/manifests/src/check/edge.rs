@@ -197,6 +197,21 @@ pub fn gateway_grpc_services(m: &Manifests) -> Vec<Finding> {
     out
 }
 
+/// Whether some gateway rule takes every request for `path`: an Exact match for it with no header,
+/// query or method condition, which wins over every PathPrefix rule (Gateway API precedence).
+fn always_exact(m: &Manifests, path: &str) -> bool {
+    gateway_routes(m).any(|(_, r)| {
+        r.spec.rules.iter().flat_map(|rule| &rule.matches).any(|mt| {
+            mt.path
+                .as_ref()
+                .is_some_and(|p| p.type_.as_deref() == Some("Exact") && p.value.as_deref() == Some(path))
+                && mt.headers.is_empty()
+                && mt.query_params.is_empty()
+                && mt.method.is_none()
+        })
+    })
+}
+
 /// No gateway route retries [`NEVER_RETRIED`] calls: neither with its own `retry` nor through the
 /// mesh default. Istio gives a route without `retries` the IstioOperator's
 /// `meshConfig.defaultHttpRetryPolicy`, else 2 retries on connect-failure, refused-stream,
@@ -207,10 +222,13 @@ pub fn gateway_retries(m: &Manifests) -> Vec<Finding> {
     let mut unset = Vec::new();
     for (o, r) in gateway_routes(m) {
         for (ri, rule) in r.spec.rules.iter().enumerate() {
-            if !NEVER_RETRIED
-                .iter()
-                .any(|p| rule_selects(rule, p).is_some_and(|len| len > 1))
-            {
+            // A prefix rule never sees a path that an Exact rule always takes.
+            let carries = |p: &&str| match rule_selects(rule, p) {
+                Some(usize::MAX) => true,
+                Some(len) => len > 1 && !always_exact(m, p),
+                None => false,
+            };
+            if !NEVER_RETRIED.iter().any(carries) {
                 continue;
             }
             match &rule.retry {
