@@ -143,8 +143,11 @@ impl Display for Mesh {
                     .map_or("no timeout".into(), |d| format!("timeout {}", show(d)));
                 writeln!(
                     f,
-                    "    [{} {}] {} {action}; {timeout}",
-                    r.route.name, r.field, r.matcher
+                    "    [{} {}] {} {action}; {timeout}; {}",
+                    r.route.name,
+                    r.field,
+                    r.matcher,
+                    retry(&r.retry)
                 )?;
             }
         }
