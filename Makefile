@@ -7,13 +7,16 @@ VENV   ?= .venv
 PY_REQ := scripts/requirements-test.txt
 STAMP  := $(VENV)/.installed-$(shell sha1sum $(PY_REQ) 2>/dev/null | cut -c1-12)
 
-.PHONY: help build build-debug run run-direct test chaos bench observe unit lint fmt tools system-deps validate-manifests nextest clean
+.PHONY: help build dist build-debug run run-direct test chaos bench observe unit lint fmt tools system-deps validate-manifests nextest clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
 
-build: ## release binaries of every service (target/release)
+build: ## release binaries of every service (target/release): optimised, built in parallel
 	$(CARGO) build --release --workspace --bins
+
+dist: ## fully optimised binaries (target/dist: whole-program LTO), as in the images; for make bench
+	$(CARGO) build --profile dist --workspace --bins
 
 build-debug:
 	$(CARGO) build --workspace --bins
@@ -31,9 +34,9 @@ chaos: nextest ## the fault matrix at full size against a real localmesh up: pod
 	$(CARGO) build --workspace --bins
 	CHAOS=full $(CARGO) nextest run -p localmesh --test chaos --no-capture
 
-bench: build ## gateway throughput, latency and memory beside direct calls and nginx (prints figures)
+bench: dist ## localmesh beside direct calls, nginx and HAProxy under h2load and localmesh load: throughput, latency, CPU, memory, streams (prints figures)
 	scripts/install-system-deps.sh bench
-	scripts/bench.sh
+	BENCH_BIN=target/dist scripts/bench.sh
 
 observe: ## Prometheus on 127.0.0.1:9090 scraping a running `make run` (localmesh's /sd), with the alert rules
 	scripts/observe.sh
@@ -45,7 +48,8 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt:
 	$(CARGO) fmt --all
 
-tools: $(STAMP) system-deps ## test clients and servers: Python grpcio, buf, PostgreSQL, Chromium, Prometheus
+tools: $(STAMP) ## test clients and servers: Python grpcio, buf, PostgreSQL, Chromium, Prometheus; nginx, HAProxy, h2load (the bench smoke run)
+	scripts/install-system-deps.sh bench
 
 $(STAMP): $(PY_REQ)
 	python3 -m venv $(VENV)

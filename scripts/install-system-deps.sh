@@ -5,13 +5,17 @@
 # (the documented commands of docs/flows/ that the doc test runs) and
 # Prometheus (promtool checks and unit-tests the alert rules in
 # observability/prometheus; `make observe` runs prometheus against localmesh).
-# `install-system-deps.sh bench` adds what `make bench` needs: nginx (the
-# reference TLS gRPC gateway). `install-system-deps.sh observe` installs
+# `install-system-deps.sh bench` adds what `make bench` (and its smoke run in
+# `make test`) needs: nginx and HAProxy (the reference TLS gRPC gateways) and
+# nghttp2-client (h2load, the third-party load generator). `make tools` runs it
+# with bench. `install-system-deps.sh observe` installs
 # only what `make observe` needs: Prometheus and curl.
 set -euo pipefail
 need=()
 if [ "${1:-}" = bench ]; then
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+  command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+  command -v h2load >/dev/null || need+=(nghttp2-client)
 fi
 if [ "${1:-}" != observe ]; then
   command -v jq >/dev/null || need+=(jq)

@@ -3,7 +3,10 @@
 //! latency is measured from the request's scheduled start) or with N requests always in flight
 //! (`--concurrency`, closed loop), over `--connections` HTTP/2 connections, and prints the
 //! request count, throughput, latency percentiles (hdrhistogram), errors by gRPC code and which
-//! product version answered.
+//! product version answered. With `--hold-streams N` it first opens N AgentSync bidi streams
+//! through the same target (each sends one ping, reads its pong, then stays idle) and holds them
+//! for the whole run, on connections of their own: what open streams cost a proxy while unary
+//! calls go on (`make bench`'s "streams at scale").
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use proto::product::product_service_client::ProductServiceClient;
-use proto::product::{GetProductRequest, ListProductsRequest};
+use proto::product::{AgentPing, AgentPong, GetProductRequest, ListProductsRequest};
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
 
@@ -26,6 +29,11 @@ const GET_IDS: [&str; 21] = [
 ];
 /// Every call gets this deadline, so a stuck upstream cannot hold the run open.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--hold-streams` takes at most this many streams.
+pub const MAX_HOLD_STREAMS: u32 = 100_000;
+/// Held streams per HTTP/2 connection: within the common servers' concurrent-stream limits
+/// (HAProxy 100, nginx 128, hyper 200), so no stream waits for a slot.
+pub const STREAMS_PER_CONNECTION: u32 = 100;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoadArgs {
@@ -63,6 +71,17 @@ pub struct LoadArgs {
     /// Print the summary as one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Before the run, open this many AgentSync streams through `--target` (each sends one ping
+    /// and reads its pong, with the `-H` metadata and its own `agent-id`) and hold them, idle,
+    /// until the run ends; 100 per HTTP/2 connection, on connections of their own. 0: none.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_HOLD_STREAMS))
+    )]
+    pub hold_streams: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,7 +230,8 @@ impl Plan {
     }
 }
 
-async fn connect(args: &LoadArgs) -> anyhow::Result<Vec<ProductServiceClient<Channel>>> {
+/// `count` HTTP/2 connections to the target, one client each.
+async fn connect(args: &LoadArgs, count: u32) -> anyhow::Result<Vec<ProductServiceClient<Channel>>> {
     let scheme = if args.plaintext { "http" } else { "https" };
     let origin: Uri = format!("{scheme}://{}", args.authority)
         .parse()
@@ -228,7 +248,7 @@ async fn connect(args: &LoadArgs) -> anyhow::Result<Vec<ProductServiceClient<Cha
         endpoint = endpoint.tls_config(tls)?;
     }
     let mut clients = Vec::new();
-    for _ in 0..args.connections {
+    for _ in 0..count {
         // One Endpoint::connect is one HTTP/2 connection.
         let channel = endpoint
             .connect()
@@ -256,6 +276,29 @@ pub struct Summary {
     pub errors: BTreeMap<String, u64>,
     pub versions: BTreeMap<String, u64>,
     pub methods: BTreeMap<&'static str, u64>,
+    /// With `--hold-streams`: what became of the streams.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams: Option<StreamsSummary>,
+}
+
+/// The AgentSync streams `--hold-streams` held through the run.
+#[derive(serde::Serialize, Debug, Clone, Default)]
+pub struct StreamsSummary {
+    /// `--hold-streams`.
+    pub requested: u32,
+    /// Opened end to end (the pong to the first ping read) before the run started.
+    pub opened: u64,
+    /// Still open when the run ended: `opened - cut`.
+    pub held: u64,
+    /// Opened, then ended by the server or the connection during the run.
+    pub cut: u64,
+    /// Why they were cut: the gRPC code of the error, or `Ok` for a stream the server ended.
+    pub cut_by: BTreeMap<String, u64>,
+    /// Failed to open, by gRPC code.
+    pub open_errors: BTreeMap<String, u64>,
+    pub connections: u32,
+    /// How long opening them took.
+    pub open_secs: f64,
 }
 
 #[derive(serde::Serialize)]
@@ -308,8 +351,158 @@ impl std::fmt::Display for Summary {
             f,
             "versions    {}",
             if v.is_empty() { "none".into() } else { v.join(", ") }
-        )
+        )?;
+        if let Some(st) = &self.streams {
+            let by = |m: &BTreeMap<String, u64>| {
+                let v: Vec<String> = m.iter().map(|(c, n)| format!("{c} {n}")).collect();
+                if v.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", v.join(", "))
+                }
+            };
+            writeln!(
+                f,
+                "streams     {} AgentSync held to the end ({} of {} opened over {} connection(s) in {:.1} s{}; {} cut during the run{})",
+                st.held,
+                st.opened,
+                st.requested,
+                st.connections,
+                st.open_secs,
+                by(&st.open_errors),
+                st.cut,
+                by(&st.cut_by),
+            )?;
+        }
+        Ok(())
     }
+}
+
+/// The held streams: each task ends when `stop` says so (`None`) or when its stream ends first
+/// (cut: why).
+struct HeldStreams {
+    summary: StreamsSummary,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<Option<String>>,
+}
+
+impl HeldStreams {
+    /// Ends every stream (each request side ends, as an agent hanging up, and the stream is
+    /// dropped) and counts those that had ended already.
+    async fn release(mut self) -> StreamsSummary {
+        let _ = self.stop.send(true);
+        let mut cut = 0;
+        while let Some(r) = self.tasks.join_next().await {
+            if let Some(why) = r.unwrap_or_else(|_| Some("Panicked".into())) {
+                cut += 1;
+                *self.summary.cut_by.entry(why).or_default() += 1;
+            }
+        }
+        self.summary.cut = cut;
+        self.summary.held = self.summary.opened.saturating_sub(cut);
+        self.summary
+    }
+}
+
+/// One AgentSync stream through `client`, open end to end: its ping sent and the pong read. The
+/// request side then stays open with nothing more to send until `stop` turns true.
+async fn open_stream(
+    mut client: ProductServiceClient<Channel>,
+    headers: Arc<Vec<Header>>,
+    n: u32,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tonic::Streaming<AgentPong>, tonic::Status> {
+    let ping = AgentPing {
+        seq: 1,
+        message: "localmesh load".into(),
+        sent_at: Some(std::time::SystemTime::now().into()),
+    };
+    let outbound = futures_util::stream::unfold((Some(ping), stop), |(ping, mut stop)| async move {
+        match ping {
+            Some(ping) => Some((ping, (None, stop))),
+            None => {
+                let _ = stop.wait_for(|s| *s).await;
+                None
+            }
+        }
+    });
+    let mut req = tonic::Request::new(outbound);
+    for Header(k, v) in headers.iter() {
+        req.metadata_mut().append(k.clone(), v.clone());
+    }
+    if let Ok(id) = AsciiMetadataValue::try_from(format!("localmesh-load-{n}")) {
+        req.metadata_mut().insert("agent-id", id);
+    }
+    let opened = async {
+        let mut stream = client.agent_sync(req).await?.into_inner();
+        match stream.message().await? {
+            Some(_pong) => Ok(stream),
+            None => Err(tonic::Status::unavailable("the stream ended before its first pong")),
+        }
+    };
+    tokio::time::timeout(CALL_TIMEOUT, opened)
+        .await
+        .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no pong within 10 s")))
+}
+
+/// Opens `args.hold_streams` streams and holds them until [`HeldStreams::release`].
+async fn hold_streams(args: &LoadArgs) -> anyhow::Result<HeldStreams> {
+    let started = Instant::now();
+    let wanted = args.hold_streams;
+    let connections = wanted.div_ceil(STREAMS_PER_CONNECTION);
+    let clients = connect(args, connections).await?;
+    let headers = Arc::new(args.headers.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut opening = tokio::task::JoinSet::new();
+    for n in 0..wanted {
+        let client = clients[(n / STREAMS_PER_CONNECTION) as usize].clone();
+        opening.spawn(open_stream(client, headers.clone(), n, stopped.clone()));
+    }
+    let mut summary = StreamsSummary {
+        requested: wanted,
+        connections,
+        ..StreamsSummary::default()
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some(r) = opening.join_next().await {
+        match r {
+            Ok(Ok(mut stream)) => {
+                summary.opened += 1;
+                let mut stopped = stopped.clone();
+                let released = stopped.clone();
+                tasks.spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = stopped.wait_for(|s| *s) => return None,
+                            m = stream.message() => {
+                                let why = match m {
+                                    Ok(Some(_)) => continue,
+                                    Ok(None) => "Ok".to_string(),
+                                    Err(status) => format!("{:?}", status.code()),
+                                };
+                                // Ended by the release itself (its request side ended first, and
+                                // the server closed the stream before this task saw `stop`).
+                                if *released.borrow() {
+                                    return None;
+                                }
+                                return Some(why);
+                            }
+                        }
+                    }
+                });
+            }
+            Ok(Err(status)) => *summary.open_errors.entry(format!("{:?}", status.code())).or_default() += 1,
+            Err(_) => *summary.open_errors.entry("Panicked".into()).or_default() += 1,
+        }
+    }
+    summary.open_secs = started.elapsed().as_secs_f64();
+    // On stderr whatever the output format: `make bench` waits for this line.
+    eprintln!(
+        "localmesh load: {} AgentSync streams open over {connections} connection(s) ({} failed to open); the run starts",
+        summary.opened,
+        u64::from(wanted) - summary.opened
+    );
+    Ok(HeldStreams { summary, stop, tasks })
 }
 
 fn progress(duration: Duration) -> indicatif::ProgressBar {
@@ -327,7 +520,12 @@ fn progress(duration: Duration) -> indicatif::ProgressBar {
 
 /// Runs the load and returns its summary; an error only when no connection could be made.
 pub async fn run(args: &LoadArgs) -> anyhow::Result<Summary> {
-    let clients = connect(args).await?;
+    let clients = connect(args, args.connections).await?;
+    let held = if args.hold_streams > 0 {
+        Some(hold_streams(args).await?)
+    } else {
+        None
+    };
     let plan = Arc::new(Plan {
         clients,
         mix: args.mix.clone(),
@@ -405,6 +603,10 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Summary> {
     let elapsed = start.elapsed();
     ticker.abort();
     bar.finish_and_clear();
+    let streams = match held {
+        Some(h) => Some(h.release().await),
+        None => None,
+    };
 
     let s = shared.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let ms = |us: u64| us as f64 / 1000.0;
@@ -432,6 +634,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Summary> {
         errors: s.errors.clone(),
         versions: s.versions.clone(),
         methods: s.methods.clone(),
+        streams,
     })
 }
 
