@@ -62,6 +62,21 @@ fn printed(out: &Output) -> String {
     )
 }
 
+/// Runs the script with `args`, which must fail naming `file` under `root` and each of `parts`,
+/// with neither file touched.
+fn refused_naming(root: &Path, args: &[&str], file: &str, parts: &[&str]) {
+    let before = (read(root, ROUTES), read(root, VS));
+    let out = canary(args);
+    let shown = printed(&out);
+    assert!(!out.status.success(), "refused:\n{shown}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let path = format!("{}/{file}", root.display());
+    for part in std::iter::once(path.as_str()).chain(parts.iter().copied()) {
+        assert!(stderr.contains(part), "{part:?} in the error:\n{shown}");
+    }
+    assert_eq!((read(root, ROUTES), read(root, VS)), before, "neither file touched");
+}
+
 fn read(root: &Path, file: &str) -> String {
     std::fs::read_to_string(root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
@@ -254,15 +269,7 @@ async fn weights_changed_by_hand_beyond_recognition_are_refused_naming_the_file(
         "50/50 0/100",
     ];
 
-    let before = (read(&root, ROUTES), read(&root, VS));
-    let out = canary(&args);
-    let shown = printed(&out);
-    assert!(!out.status.success(), "refused:\n{shown}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    for part in [format!("{}/{ROUTES}", root.display()).as_str(), "product-grpc", "50051"] {
-        assert!(stderr.contains(part), "{part:?} in the error:\n{shown}");
-    }
-    assert_eq!((read(&root, ROUTES), read(&root, VS)), before, "neither file touched");
+    refused_naming(&root, &args, ROUTES, &["product-grpc", "50051"]);
     let c = common::config_dump(up.admin).await["config"].clone();
     assert_eq!(
         (c["version"].as_u64(), c["last_error"].is_null()),
@@ -296,15 +303,7 @@ async fn weights_changed_by_hand_beyond_recognition_are_refused_naming_the_file(
     let pushed = common::config_dump(up.admin).await["config"].clone();
     assert!(pushed["last_error"].is_null(), "{pushed}");
 
-    let before = (read(&root, ROUTES), read(&root, VS));
-    let out = canary(&args);
-    let shown = printed(&out);
-    assert!(!out.status.success(), "refused:\n{shown}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    for part in [format!("{}/{VS}", root.display()).as_str(), "product-vs", "canary"] {
-        assert!(stderr.contains(part), "{part:?} in the error:\n{shown}");
-    }
-    assert_eq!((read(&root, ROUTES), read(&root, VS)), before, "neither file touched");
+    refused_naming(&root, &args, VS, &["product-vs", "canary"]);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
         common::config_dump(up.admin).await["config"]["version"],
