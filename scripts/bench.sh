@@ -24,7 +24,8 @@
 # GetProduct/ListProducts 8:2) against every setup but the streams one, then the streams scenario;
 # each figure is the median over BENCH_RUNS rounds. Around every run the proxy's CPU (utime+stime
 # from /proc/PID/stat: nginx master and workers, haproxy, the `localmesh up` process, not its
-# pods) and the pods' CPU (every pod of the instance serving it) are read, and the proxy's peak RSS
+# pods nor its "log <pod>" threads) and the pods' CPU (every pod of the instance serving it, with
+# those log copies) are read, and the proxy's peak RSS
 # (VmHWM, reset before the run through /proc/PID/clear_refs).
 #
 # h2load sees HTTP status only (a gRPC error is a 200 with grpc-status in the trailers): before
@@ -332,6 +333,24 @@ ticks() {
   done
   echo "$t"
 }
+# utime + stime, in clock ticks, of the threads of processes "$@" named "log <pod>": localmesh's
+# copies of its pods' stdout and stderr into their log files, which the kubelet and the container
+# runtime do in a cluster. They count as the pods' CPU, not the proxy's.
+log_ticks() {
+  local p task s comm t=0
+  local -a f
+  for p in "$@"; do
+    for task in /proc/"$p"/task/*; do
+      s=$(cat "$task/stat" 2>/dev/null) || continue
+      comm=${s#*(}
+      comm=${comm%%)*}
+      [[ $comm == "log "* ]] || continue
+      read -r -a f <<<"${s##*) }"
+      t=$((t + f[11] + f[12]))
+    done
+  done
+  echo "$t"
+}
 status_kib() { # field pids...
   local field=$1 p t=0 v
   shift
@@ -357,11 +376,14 @@ measure() { # setup out command...
   mapfile -t pp < <(proxy_pids "$setup")
   mapfile -t pods < <(pod_pids "$(admin_of "$setup")")
   reset_hwm "${pp[@]}"
-  p0=$(ticks "${pp[@]}")
-  d0=$(ticks "${pods[@]}")
+  local l0 l1
+  l0=$(log_ticks "${pp[@]}")
+  p0=$(($(ticks "${pp[@]}") - l0))
+  d0=$(($(ticks "${pods[@]}") + l0))
   "$@"
-  p1=$(ticks "${pp[@]}")
-  d1=$(ticks "${pods[@]}")
+  l1=$(log_ticks "${pp[@]}")
+  p1=$(($(ticks "${pp[@]}") - l1))
+  d1=$(($(ticks "${pods[@]}") + l1))
   jq --argjson np "${#pp[@]}" --argjson p $((p1 - p0)) --argjson d $((d1 - d0)) --argjson hz "$clk_tck" \
     --argjson hwm "$(status_kib VmHWM "${pp[@]}")" '
     def per_k(t): if .requests > 0 then t / $hz / .requests * 1000 else null end;
@@ -539,8 +561,8 @@ echo
 echo "localmesh load: GetProduct/ListProducts 8:2, $duration, concurrency $concurrency over $connections connections;" \
   "medians of $runs run(s) (failed: gRPC status other than OK)"
 table lm "${setups[@]}"
-echo "(proxy CPU: utime+stime of nginx's master and workers, haproxy, the localmesh up process (not its pods;"
-echo " the sidecar lives in it) per 1,000 requests; pods CPU: every pod of the instance serving the setup;"
+echo "(proxy CPU: utime+stime of nginx's master and workers, haproxy, the localmesh up process (not its pods, nor its threads copying their logs;"
+echo " the sidecar lives in it) per 1,000 requests; pods CPU: every pod of the instance serving the setup, with its log copies;"
 echo " peak RSS: $hwm_note)"
 split_line=""
 for s in nginx haproxy localmesh; do
