@@ -137,6 +137,9 @@ async fn under_load_for<F: std::future::Future<Output = ()>>(up: &Up, duration: 
     let out = load.await.expect("join").expect("localmesh load ran");
     let v: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("one JSON summary");
+    if v["failed"].as_u64().unwrap_or(0) > 0 {
+        eprintln!("load errors: {}", v["errors"]);
+    }
     (v["requests"].as_u64().unwrap_or(0), v["failed"].as_u64().unwrap_or(0))
 }
 
