@@ -250,9 +250,18 @@ where
         });
     }
     let answers: Vec<(bool, Result<Order, tonic::Status>)> = calls.join_all().await;
-    // What the settler resolves, it resolves within its age and interval (settle_quickly).
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    let rows = orders_of(up, &customer).await;
+    // What the settler resolves, it resolves within its age and interval (settle_quickly: about
+    // 5 s); 30 s bounds it generously for a loaded machine and an order pod that was itself
+    // replaced meanwhile.
+    let started = Instant::now();
+    let rows = loop {
+        let rows = orders_of(up, &customer).await;
+        let pending = rows.iter().any(|o| o.status == OrderStatus::Pending as i32);
+        if !pending || started.elapsed() > Duration::from_secs(30) {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let charged = charges(up).await;
     let mut by_key: HashMap<&str, u64> = HashMap::new();
     for o in &rows {
