@@ -83,10 +83,7 @@ fn read(root: &Path, file: &str) -> String {
 
 /// Replaces `file` under `root` in one rename, as one `kubectl apply`.
 fn replace(root: &Path, file: &str, text: &str) {
-    let path = root.join(file);
-    let tmp = path.with_extension("yaml.tmp");
-    std::fs::write(&tmp, text).expect("write");
-    std::fs::rename(&tmp, &path).expect("rename");
+    common::apply(&root.join(file), text);
 }
 
 /// The repository's HTTPRoutes with the gateway's v1/v2 weights set to `v1`/`v2`.

@@ -86,8 +86,7 @@ fn table(rows: &[Row]) -> String {
 
 /// The pods `up` runs now: name -> (pid, address).
 async fn pods(up: &Up) -> BTreeMap<String, (i32, Option<String>)> {
-    let dump: serde_json::Value =
-        serde_json::from_str(&common::admin_get(up.admin, "/config_dump").await).expect("config_dump JSON");
+    let dump = common::config_dump(up.admin).await;
     dump["pods"]
         .as_object()
         .expect("pods")
@@ -439,9 +438,7 @@ fn restart_all(root: &std::path::Path) {
                 }
             })
             .collect();
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, docs.join("\n---\n")).expect("write");
-        std::fs::rename(&tmp, &path).expect("rename");
+        common::apply(&path, &docs.join("\n---\n"));
     }
 }
 
@@ -449,8 +446,7 @@ fn restart_all(root: &std::path::Path) {
 async fn wait_rolled_out(up: &Up, before: &[String]) {
     let started = Instant::now();
     loop {
-        let dump: serde_json::Value =
-            serde_json::from_str(&common::admin_get(up.admin, "/config_dump").await).expect("JSON");
+        let dump = common::config_dump(up.admin).await;
         let pods = dump["pods"].as_object().expect("pods");
         let done = pods.keys().all(|n| !before.contains(n)) && pods.values().all(|p| p["ready"] == true);
         if done {
@@ -468,8 +464,7 @@ async fn wait_rolled_out(up: &Up, before: &[String]) {
 async fn wait_ready(up: &Up) {
     let started = Instant::now();
     loop {
-        let dump: serde_json::Value =
-            serde_json::from_str(&common::admin_get(up.admin, "/config_dump").await).expect("JSON");
+        let dump = common::config_dump(up.admin).await;
         let ready = dump["pods"]
             .as_object()
             .is_some_and(|p| p.values().all(|p| p["ready"] == true));

@@ -361,8 +361,7 @@ async fn a_new_deployment_starts_and_a_deleted_one_stops() {
         .find(|d| d.contains("kind: Deployment") && d.contains("name: product-v2"))
         .expect("the product-v2 Deployment");
     let v3 = root.join("manifests/base/product-v3.yaml");
-    std::fs::write(root.join("manifests/base/product-v3.tmp"), v2.replace("v2", "v3")).expect("write");
-    std::fs::rename(root.join("manifests/base/product-v3.tmp"), &v3).expect("rename");
+    common::apply(&v3, &v2.replace("v2", "v3"));
     let pods = until(up.admin, "product-v3", Duration::from_secs(20), "a ready v3 pod", |p| {
         p.len() == 1 && ready(p) == 1
     })

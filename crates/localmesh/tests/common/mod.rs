@@ -387,9 +387,15 @@ pub fn edit(root: &Path, rel: &str, changes: &[(&str, &str, &str)]) {
                 .unwrap_or_else(|| panic!("{from:?} after {anchor:?} in {rel}"));
         text.replace_range(i..i + from.len(), to);
     }
+    apply(&path, &text);
+}
+
+/// Writes `text` to `path` as one change: a new file (not `.yaml`, so not loaded) renamed over
+/// it, as one `kubectl apply` is one change to what istiod and the controllers see.
+pub fn apply(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write");
-    std::fs::rename(&tmp, &path).expect("rename");
+    std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("{}: {e}", tmp.display()));
+    std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
 /// `/config_dump` of the admin port.
