@@ -271,11 +271,15 @@ impl Display for Mesh {
                 )?;
             }
         }
-        writeln!(f, "Tracing (Telemetry):")?;
-        if self.tracing.is_empty() {
-            writeln!(f, "  no Telemetry resource: 1 % sampled, no spans reported")?;
+        writeln!(f, "Telemetry:")?;
+        let access_log = if self.access_log_default { "on" } else { "off" };
+        if self.telemetry.is_empty() {
+            writeln!(
+                f,
+                "  no Telemetry resource: 1 % sampled, no spans reported, access log {access_log} (meshConfig), metrics on"
+            )?;
         }
-        for t in &self.tracing {
+        for t in &self.telemetry {
             let scope = match &t.scope {
                 TelemetryScope::Mesh => "every proxy".to_string(),
                 TelemetryScope::Namespace(ns) => format!("proxies in {ns}"),
@@ -290,7 +294,18 @@ impl Display for Mesh {
                 Some(false) => "not reported",
                 None => "reporting inherited",
             };
-            writeln!(f, "  {}: {scope}: sampling {sampling}, spans {report}", t.origin.object)?;
+            let on_off = |v: Option<bool>, default: &str| match v {
+                Some(true) => "on".to_string(),
+                Some(false) => "off".to_string(),
+                None => format!("inherited ({default})"),
+            };
+            writeln!(
+                f,
+                "  {}: {scope}: sampling {sampling}, spans {report}, access log {}, metrics {}",
+                t.origin.object,
+                on_off(t.access_log, access_log),
+                on_off(t.metrics, "on"),
+            )?;
         }
         writeln!(f, "Not emulated locally ({}):", self.not_emulated.len())?;
         for n in &self.not_emulated {

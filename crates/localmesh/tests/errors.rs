@@ -170,6 +170,66 @@ fn the_narrowest_telemetry_resource_decides_each_proxys_tracing() {
 }
 
 #[test]
+fn telemetry_and_mesh_config_decide_each_proxys_access_log_and_metrics() {
+    let labels = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let operator = |file: &str| {
+        format!(
+            "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nmetadata: {{name: istio, namespace: istio-system}}\nspec:\n  meshConfig: {{accessLogFile: \"{file}\"}}\n---\n"
+        )
+    };
+    let mesh = build(&format!(
+        "{}{TELEMETRY}metadata: {{name: mesh, namespace: istio-system}}\nspec:\n  accessLogging:\n  - providers: [{{name: envoy}}]\n---\n\
+         {TELEMETRY}metadata: {{name: quiet, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  accessLogging:\n  - disabled: true\n  metrics:\n  - overrides:\n    - match: {{metric: ALL_METRICS, mode: CLIENT_AND_SERVER}}\n      disabled: true\n---\n\
+         {TELEMETRY}metadata: {{name: partial, namespace: other}}\nspec:\n  metrics:\n  - overrides:\n    - match: {{metric: REQUEST_COUNT}}\n      disabled: true\n",
+        operator("")
+    ))
+    .expect("valid");
+    let t = |ns: &str, l: &[(&str, &str)]| {
+        let p = mesh.proxy_telemetry(ns, &labels(l));
+        (p.access_log, p.metrics)
+    };
+    assert_eq!(t("default", &[("app", "api")]), (true, true), "the mesh-wide provider");
+    assert_eq!(
+        t("shop", &[("app", "web")]),
+        (false, false),
+        "the workload's own resource"
+    );
+    assert!(!mesh.reports_metrics("shop", &labels(&[("app", "web")])));
+    assert!(mesh.reports_metrics("shop", &labels(&[("app", "api")])));
+    assert_eq!(
+        t("other", &[]),
+        (true, true),
+        "one metric's override is not emulated: metrics stay on"
+    );
+    assert!(
+        mesh.not_emulated
+            .iter()
+            .any(|n| n.to_string().contains("spec.metrics[0].overrides[0].match")),
+        "and it says so: {:?}",
+        mesh.not_emulated
+    );
+
+    let quiet = build(&format!("{}{SERVICE}", operator(""))).expect("valid");
+    assert!(
+        !quiet.proxy_telemetry("default", &labels(&[])).access_log,
+        "accessLogFile \"\": no log"
+    );
+    let stdout = build(&format!("{}{SERVICE}", operator("/dev/stdout"))).expect("valid");
+    assert!(
+        stdout.proxy_telemetry("default", &labels(&[])).access_log,
+        "accessLogFile names a file"
+    );
+    let none = build(SERVICE).expect("valid");
+    assert!(
+        none.proxy_telemetry("default", &labels(&[])).access_log,
+        "no IstioOperator: on"
+    );
+    assert!(none.reports_metrics("default", &labels(&[])));
+}
+
+#[test]
 fn port_level_settings_replace_the_rules_sections_for_their_port_as_istio_merges_them() {
     let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: web, namespace: default}\nspec:\n  host: web\n  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n    connectionPool: {http: {http2MaxRequests: 10}}\n    outlierDetection: {consecutiveGatewayErrors: 3, interval: 10s, baseEjectionTime: 30s}\n    portLevelSettings:\n    - port: {number: 9090}\n      connectionPool: {http: {http2MaxRequests: 500}}\n  subsets:\n  - name: a\n    labels: {version: a}\n  - name: b\n    labels: {version: b}\n    trafficPolicy:\n      connectionPool: {http: {http2MaxRequests: 20}}\n      portLevelSettings:\n      - port: {number: 9090}\n        connectionPool: {http: {http2MaxRequests: 900}}\n";
     let two_ports = SERVICE.replace(

@@ -300,3 +300,85 @@ async fn the_access_log_can_go_to_its_own_rotated_file() {
     }
     assert_eq!(on_stdout, 0, "access lines went to the file only");
 }
+
+/// Telemetry resources turn a proxy's access log and metrics off as Istio's do: the gateway's
+/// `accessLogging: [{disabled: true}]` (targetRefs the Gateway) silences its lines while the
+/// sidecars keep theirs, and the frontend's `metrics` override disabling ALL_METRICS takes away
+/// the series its sidecar reports, as source and as destination, while the gateway's stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_turns_a_proxys_access_log_and_metrics_off() {
+    const QUIET: &str = "    - name: envoy
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: gateway-quiet, namespace: gateway}
+spec:
+  targetRefs:
+  - {group: gateway.networking.k8s.io, kind: Gateway, name: public-api-gateway}
+  accessLogging:
+  - disabled: true
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: frontend-no-metrics, namespace: default}
+spec:
+  selector: {matchLabels: {app: frontend}}
+  metrics:
+  - providers: [{name: prometheus}]
+    overrides:
+    - disabled: true
+";
+    let copy = tempfile::tempdir().expect("tempdir");
+    let root = common::repo_copy(
+        copy.path(),
+        &[("manifests/istio/telemetry.yaml", "    - name: envoy\n", QUIET)],
+    );
+    let data = tempfile::tempdir().expect("tempdir");
+    let up = common::Up::start_with(data.path(), &root, &[]);
+    let options = localmesh::verify::VerifyOptions {
+        target: format!("127.0.0.1:{}", up.gateway),
+        cacert: root.join("gateway/certs/ca.crt"),
+        authority: localmesh::proxy::GATEWAY_HOST.into(),
+        n: 1,
+        v2_share: 0.2,
+        jaeger: String::new(),
+    };
+    for _ in 0..5 {
+        let answer = localmesh::verify::https(&options, "GET", "/api/products/123", &[], "")
+            .await
+            .expect("GET /api/products/123 through the gateway");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    let (mut gateway_lines, mut sidecar_lines) = (0, 0);
+    while let Ok(v) = up.lines.recv_timeout(Duration::from_millis(500)) {
+        if v["message"] == "access" {
+            match v["hop"].as_str() {
+                Some("gateway") => gateway_lines += 1,
+                _ => sidecar_lines += 1,
+            }
+        }
+    }
+    assert_eq!(gateway_lines, 0, "the gateway's access log is off");
+    assert!(
+        sidecar_lines >= 5,
+        "the frontend's sidecar still logs its calls: {sidecar_lines}"
+    );
+
+    let text = common::admin_get(up.admin, "/stats/prometheus").await;
+    let gateway = testkit::sample(
+        &text,
+        "istio_requests_total",
+        &[("reporter", "source"), ("destination_app", "frontend")],
+    );
+    assert!(
+        gateway.is_some_and(|n| n >= 5.0),
+        "the gateway reports its requests:\n{text}"
+    );
+    for (reporter, side) in [("source", "source_app"), ("destination", "destination_app")] {
+        let frontend = text
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .find(|l| l.contains(&format!("reporter=\"{reporter}\"")) && l.contains(&format!("{side}=\"frontend\"")));
+        assert_eq!(frontend, None, "the frontend's sidecar reports nothing as {reporter}");
+    }
+}

@@ -1,5 +1,6 @@
 //! The IstioOperator that installs Istio (`observability/istio/istio-operator.yaml`): of its
-//! `meshConfig`, what changes routing locally. Only `defaultHttpRetryPolicy` does: Istio gives a
+//! `meshConfig`, what changes localmesh: `accessLogFile` (whether proxies log by default) and
+//! `defaultHttpRetryPolicy`. Istio gives a
 //! route without its own `retries` the mesh's default policy (`routeDestination`:
 //! `policy := in.Retries; if policy == nil { policy = push.Mesh.GetDefaultHttpRetryPolicy() }`,
 //! pilot/pkg/networking/core/route), and every Gateway-API route is such a route, since
@@ -29,4 +30,20 @@ pub(super) fn default_retry(cx: &mut Ctx) -> RetryPolicy {
         return RetryPolicy::mesh_default();
     };
     virtual_service::retry(cx, o, FIELD, &h).unwrap_or_else(RetryPolicy::mesh_default)
+}
+
+/// Whether a proxy writes its access log when no Telemetry resource says: the first
+/// IstioOperator's `meshConfig.accessLogFile` names a file (Istio's default profile leaves it
+/// empty: no log). Without an IstioOperator, on, as Istio's demo profile (`/dev/stdout`).
+pub(super) fn access_log(cx: &mut Ctx) -> bool {
+    let Some(value) = cx.m.objects.iter().find_map(|o| match &o.resource {
+        manifests::Resource::Other(v) if o.kind == KIND => Some(v),
+        _ => None,
+    }) else {
+        return true;
+    };
+    value
+        .pointer("/spec/meshConfig/accessLogFile")
+        .and_then(|v| v.as_str())
+        .is_some_and(|f| !f.is_empty())
 }

@@ -40,7 +40,8 @@ pub fn build(m: &Manifests, options: &Options) -> Result<Mesh, MeshError> {
     mesh.destination_rules = policy::destination_rules(&mut cx, &mesh.services);
     mesh.virtual_services = virtual_service::virtual_services(&mut cx, &mesh);
     mesh.listeners = gateway::listeners(&mut cx, &mesh, options);
-    mesh.tracing = telemetry::tracing(&mut cx);
+    mesh.telemetry = telemetry::telemetry(&mut cx);
+    mesh.access_log_default = mesh_config::access_log(&mut cx);
     if !cx.errors.is_empty() {
         return Err(MeshError::Invalid(cx.errors));
     }

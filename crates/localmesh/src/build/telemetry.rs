@@ -1,11 +1,13 @@
-//! Telemetry resources → [`TracingRule`]s: which proxies sample how much, and whether they report.
+//! Telemetry resources → [`TelemetryRule`]s: which proxies sample how much and report spans,
+//! write their access log, report metrics.
 
 use std::collections::BTreeMap;
 
+use manifests::Object;
 use serde::Deserialize;
 
 use super::{Ctx, origin};
-use crate::model::{TelemetryScope, TracingRule};
+use crate::model::{TelemetryRule, TelemetryScope};
 
 /// Istio's root namespace: a Telemetry there applies to the whole mesh.
 pub const ROOT_NAMESPACE: &str = "istio-system";
@@ -19,8 +21,46 @@ struct Spec {
     target_ref: Option<TargetRef>,
     #[serde(default)]
     tracing: Vec<Tracing>,
-    access_logging: Option<serde_json::Value>,
-    metrics: Option<serde_json::Value>,
+    #[serde(default)]
+    access_logging: Vec<AccessLogging>,
+    #[serde(default)]
+    metrics: Vec<Metrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AccessLogging {
+    #[serde(default)]
+    providers: Vec<Provider>,
+    disabled: Option<bool>,
+    #[serde(rename = "match")]
+    match_mode: Option<serde_json::Value>,
+    filter: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Metrics {
+    #[serde(default)]
+    overrides: Vec<MetricsOverride>,
+    reporting_interval: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetricsOverride {
+    #[serde(rename = "match")]
+    selector: Option<MetricSelector>,
+    disabled: Option<bool>,
+    tag_overrides: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetricSelector {
+    metric: Option<String>,
+    custom_metric: Option<String>,
+    mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,7 +93,7 @@ struct Provider {
     name: String,
 }
 
-pub(super) fn tracing(cx: &mut Ctx) -> Vec<TracingRule> {
+pub(super) fn telemetry(cx: &mut Ctx) -> Vec<TelemetryRule> {
     let mut out = Vec::new();
     for (o, t) in cx.m.telemetries() {
         let Some(spec) = cx.decode::<Spec>(o, "spec", &t.spec) else {
@@ -81,20 +121,8 @@ pub(super) fn tracing(cx: &mut Ctx) -> Vec<TracingRule> {
             (None, None) if ns == ROOT_NAMESPACE => TelemetryScope::Mesh,
             (None, None) => TelemetryScope::Namespace(ns.clone()),
         };
-        if spec.access_logging.is_some() {
-            cx.note(
-                o,
-                "spec.accessLogging",
-                "not read: localmesh always writes every proxy's JSON access log to its own log",
-            );
-        }
-        if spec.metrics.is_some() {
-            cx.note(
-                o,
-                "spec.metrics",
-                "not read: localmesh always exports istio_requests_total and istio_request_duration_milliseconds",
-            );
-        }
+        let access_log = access_log(cx, o, &spec.access_logging);
+        let metrics = metrics(cx, o, &spec.metrics);
         if spec.tracing.len() > 1 {
             cx.note(
                 o,
@@ -103,6 +131,16 @@ pub(super) fn tracing(cx: &mut Ctx) -> Vec<TracingRule> {
             );
         }
         let Some(tr) = spec.tracing.first() else {
+            if access_log.is_some() || metrics.is_some() {
+                out.push(TelemetryRule {
+                    origin: origin(o),
+                    scope,
+                    sampling: None,
+                    report: None,
+                    access_log,
+                    metrics,
+                });
+            }
             continue;
         };
         if tr.custom_tags.is_some() {
@@ -152,12 +190,88 @@ pub(super) fn tracing(cx: &mut Ctx) -> Vec<TracingRule> {
                 ),
             );
         }
-        out.push(TracingRule {
+        out.push(TelemetryRule {
             origin: origin(o),
             scope,
             sampling,
             report,
+            access_log,
+            metrics,
         });
+    }
+    out
+}
+
+/// Whether the first `accessLogging` entry turns a proxy's access log on or off: `disabled`, else
+/// on when it names a provider (each of Istio's writes one line per request; localmesh writes its
+/// JSON line). `None`: inherited.
+fn access_log(cx: &mut Ctx, o: &Object, entries: &[AccessLogging]) -> Option<bool> {
+    let first = entries.first()?;
+    if entries.len() > 1 {
+        cx.note(
+            o,
+            "spec.accessLogging[1]",
+            "localmesh reads the first accessLogging entry only",
+        );
+    }
+    if first.match_mode.is_some() {
+        cx.note(
+            o,
+            "spec.accessLogging[0].match",
+            "localmesh writes one line per request for client and server alike",
+        );
+    }
+    if first.filter.is_some() {
+        cx.note(
+            o,
+            "spec.accessLogging[0].filter",
+            "CEL filters are not evaluated locally: every request is logged",
+        );
+    }
+    match first.disabled {
+        Some(d) => Some(!d),
+        None => (!first.providers.is_empty()).then_some(true),
+    }
+}
+
+/// Whether the metrics entries turn a proxy's standard metrics off (an override with
+/// `disabled: true` for `ALL_METRICS`, the default match, in `CLIENT_AND_SERVER` mode) or on
+/// again (`disabled: false`). Overrides of a single metric or mode, tag overrides and reporting
+/// intervals are noted, not emulated. `None`: inherited.
+fn metrics(cx: &mut Ctx, o: &Object, entries: &[Metrics]) -> Option<bool> {
+    let mut out = None;
+    for (i, m) in entries.iter().enumerate() {
+        if m.reporting_interval.is_some() {
+            cx.note(
+                o,
+                format!("spec.metrics[{i}].reportingInterval"),
+                "localmesh's metrics are read when scraped; there is no reporting interval",
+            );
+        }
+        for (j, ov) in m.overrides.iter().enumerate() {
+            let field = format!("spec.metrics[{i}].overrides[{j}]");
+            if ov.tag_overrides.is_some() {
+                cx.note(o, format!("{field}.tagOverrides"), "labels are not changed locally");
+            }
+            let Some(disabled) = ov.disabled else {
+                continue;
+            };
+            let sel = ov.selector.as_ref();
+            let all =
+                sel.is_none_or(|s| s.custom_metric.is_none() && s.metric.as_deref().is_none_or(|m| m == "ALL_METRICS"));
+            let both = sel
+                .and_then(|s| s.mode.as_deref())
+                .is_none_or(|m| m == "CLIENT_AND_SERVER");
+            if all && both {
+                out = Some(!disabled);
+            } else {
+                cx.note(
+                    o,
+                    format!("{field}.match"),
+                    "only ALL_METRICS in CLIENT_AND_SERVER mode is turned on or off locally",
+                );
+            }
+        }
     }
     out
 }

@@ -16,7 +16,7 @@ pub use service::{BackendNames, Service, ServicePort, SpanNames, SpanNamesEntry,
 mod policy;
 pub use policy::{ConnectionPool, DestinationRule, LoadBalancer, OutlierConfig, Subset, TrafficPolicy};
 mod telemetry;
-pub use telemetry::{ProxyTracing, TelemetryScope, TracingRule};
+pub use telemetry::{ProxyTelemetry, ProxyTracing, TelemetryRule, TelemetryScope};
 mod workload;
 pub use workload::{ContainerPort, EnvValue, EnvVar, ProbeCheck, Readiness, Scaled, Strategy, Workload};
 
@@ -37,8 +37,13 @@ pub struct Mesh {
     pub destination_rules: Vec<DestinationRule>,
     /// Deployments that become local pods (child processes).
     pub workloads: Vec<Workload>,
-    /// Telemetry API tracing: which proxies sample how much and report spans.
-    pub tracing: Vec<TracingRule>,
+    /// Telemetry resources: which proxies sample how much and report spans, write the access
+    /// log, report metrics.
+    pub telemetry: Vec<TelemetryRule>,
+    /// Whether a proxy no Telemetry resource's `accessLogging` covers writes its access log:
+    /// the IstioOperator's `meshConfig.accessLogFile` names a file (Istio's default profile sets
+    /// none: off); without an IstioOperator, on (Istio's demo profile, `/dev/stdout`).
+    pub access_log_default: bool,
     /// What a route without its own `retries` gets (every Gateway-API route): the IstioOperator's
     /// `meshConfig.defaultHttpRetryPolicy`, else Istio's default.
     pub default_retry: RetryPolicy,

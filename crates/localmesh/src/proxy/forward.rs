@@ -158,6 +158,7 @@ impl Proxy {
             let final_attempt = FinalAttempt {
                 attempt,
                 inbound: reached,
+                reports_metrics: mesh.reports_metrics(&ep.identity.namespace, &ep.labels),
             };
             if retriable && kept.replayable() && retries.take(&breaker, ep.id) {
                 tracing::debug!(pod = %ep.pod, ?end, "retrying");
@@ -238,7 +239,9 @@ impl Proxy {
             grpc_response_status: outcome.grpc_status.map(str::to_string),
             response_flags: outcome.flags.to_string(),
         };
-        self.recorder.metrics.record(&labels, fa.attempt.elapsed_ms());
+        if fa.reports_metrics {
+            self.recorder.metrics.record(&labels, fa.attempt.elapsed_ms());
+        }
         if let Some(inbound) = &fa.inbound {
             ctx.trace
                 .finish_attempt(&self.recorder.tracer, fa.attempt, inbound, &outcome);

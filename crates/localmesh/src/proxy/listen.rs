@@ -270,7 +270,7 @@ impl Proxy {
     pub(super) fn hop(&self, kind: HopKind, source: Arc<Identity>) -> Hop {
         Hop {
             kind,
-            tracing: self.mesh().proxy_tracing(&source.namespace, &source.labels),
+            telemetry: self.mesh().proxy_telemetry(&source.namespace, &source.labels),
             source,
         }
     }

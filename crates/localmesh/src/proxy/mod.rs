@@ -48,7 +48,7 @@ use prometheus::Registry;
 use tokio::task::JoinHandle;
 
 use crate::identity::Identity;
-use crate::model::{Listener, Mesh, ProxyTracing};
+use crate::model::{Listener, Mesh, ProxyTelemetry};
 use crate::tap::Tap;
 use crate::trace::{self, Sink, Tracer, store::Store};
 
@@ -70,8 +70,8 @@ struct Hop {
     kind: HopKind,
     /// The proxy the requests enter: the gateway, or the caller's sidecar.
     source: Arc<Identity>,
-    /// Its tracing (the Telemetry resources), worked out once.
-    tracing: ProxyTracing,
+    /// What it tells of its requests (the Telemetry resources), worked out once.
+    telemetry: ProxyTelemetry,
 }
 
 #[derive(Debug, Clone)]

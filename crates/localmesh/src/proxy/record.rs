@@ -39,6 +39,9 @@ pub(crate) struct Ctx {
     pub route: String,
     /// The request headers, kept only while someone taps (for `--header` filters).
     pub tap_headers: Option<HeaderMap>,
+    /// Whether the proxy the request entered writes its access log and reports metrics.
+    pub access_log: bool,
+    pub metrics: bool,
 }
 
 /// An attempt whose span ends with the response.
@@ -46,6 +49,8 @@ pub(crate) struct Ctx {
 pub(crate) struct FinalAttempt {
     pub attempt: Attempt,
     pub inbound: Option<Inbound>,
+    /// Whether the destination pod's sidecar reports metrics.
+    pub reports_metrics: bool,
 }
 
 /// What the record keeps of the attempt that answered: the endpoint's and the cluster's counts
@@ -151,7 +156,9 @@ impl Record {
             grpc_response_status: self.grpc_status.clone(),
             response_flags: self.flags.clone(),
         };
-        self.out.metrics.record(&labels, duration_ms);
+        if self.ctx.metrics {
+            self.out.metrics.record(&labels, duration_ms);
+        }
         let outcome = Outcome {
             status: self.status,
             grpc_status: self.grpc_status.as_deref(),
@@ -161,7 +168,7 @@ impl Record {
             response_bytes: self.response_bytes,
         };
         if let Some(fa) = self.attempt.take() {
-            if self.endpoint.is_some() {
+            if self.endpoint.is_some() && fa.reports_metrics {
                 // The destination sidecar's own report of the answer it passed back.
                 labels.reporter = Reporter::Destination;
                 labels.response_flags = destination_flags(&self.flags);
@@ -180,24 +187,26 @@ impl Record {
             .map_or(("-", "-"), |e| (e.pod.as_str(), e.version()));
         let destination = self.service.as_ref().map_or("-", |s| s.fqdn.as_str());
         let trace_id = ctx.trace.trace_id.to_string();
-        tracing::info!(
-            target: crate::logs::ACCESS_TARGET,
-            hop = ctx.hop,
-            method = %ctx.method,
-            authority = %ctx.authority,
-            path = %ctx.path,
-            protocol = if ctx.grpc { "grpc" } else { "http" },
-            response_code = self.status,
-            grpc_status = %self.grpc_status.as_deref().unwrap_or("-"),
-            response_flags = %self.flags,
-            upstream_pod = %pod,
-            upstream_version = %version,
-            destination_service = %destination,
-            duration_ms = duration_ms as u64,
-            request_id = %ctx.request_id,
-            trace_id = %trace_id,
-            "access"
-        );
+        if ctx.access_log {
+            tracing::info!(
+                target: crate::logs::ACCESS_TARGET,
+                hop = ctx.hop,
+                method = %ctx.method,
+                authority = %ctx.authority,
+                path = %ctx.path,
+                protocol = if ctx.grpc { "grpc" } else { "http" },
+                response_code = self.status,
+                grpc_status = %self.grpc_status.as_deref().unwrap_or("-"),
+                response_flags = %self.flags,
+                upstream_pod = %pod,
+                upstream_version = %version,
+                destination_service = %destination,
+                duration_ms = duration_ms as u64,
+                request_id = %ctx.request_id,
+                trace_id = %trace_id,
+                "access"
+            );
+        }
         // Only requests that began while someone tapped: they carry their route and headers (one
         // already in flight when the tap started would show with neither, and escape `--header`).
         if ctx.tap_headers.is_some() && self.out.tap.active() {

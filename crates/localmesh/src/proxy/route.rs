@@ -87,7 +87,7 @@ impl Proxy {
             trace: RequestTrace::start(
                 &parts.headers,
                 &hop.source,
-                hop.tracing,
+                hop.telemetry.tracing,
                 telemetry::grpc::is_health_check(&sreq.path) || telemetry::http::is_probe(&sreq.path),
             ),
             source: hop.source.clone(),
@@ -98,6 +98,8 @@ impl Proxy {
             request_id,
             route: String::new(),
             tap_headers: tapping.then(|| parts.headers.clone()),
+            access_log: hop.telemetry.access_log,
+            metrics: hop.telemetry.metrics,
         };
         let scheme = match &hop.kind {
             HopKind::Gateway(l) if l.tls.is_some() => "https",
