@@ -143,6 +143,18 @@ impl io::Write for &AccessLog {
     }
 }
 
+/// Owned, for a writer thread ([`telemetry::log_writer`]): unbuffered, so each line stays one
+/// write and never straddles two files.
+impl io::Write for AccessLog {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One pod's log: the current file and its rotated predecessors.
 #[derive(Debug)]
 pub struct LogFile {

@@ -169,10 +169,11 @@ fn main() -> ExitCode {
                                 let file = localmesh::logs::AccessLog::open(path, logs)
                                     .map_err(|e| anyhow::anyhow!("--access-log {}: {e}", path.display()))?;
                                 let access = |m: &tracing::Metadata<'_>| m.target() == localmesh::logs::ACCESS_TARGET;
-                                let writer = std::io::stdout
-                                    .with_filter(move |m| !access(m))
-                                    .and(std::sync::Arc::new(file).with_filter(access));
-                                telemetry::init_with_writer(&s, writer)
+                                let (stdout, out_guard) =
+                                    telemetry::log_writer(telemetry::stdout_buffered(), "log writer");
+                                let (file, file_guard) = telemetry::log_writer(file, "access log writer");
+                                let writer = stdout.with_filter(move |m| !access(m)).and(file.with_filter(access));
+                                telemetry::init_with_writer(&s, writer, vec![out_guard, file_guard])
                             }
                         }
                     });

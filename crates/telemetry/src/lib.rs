@@ -106,22 +106,61 @@ impl Settings {
     }
 }
 
-/// Owns the providers; `shutdown` flushes what is buffered.
+/// Owns the providers; `shutdown` flushes what is buffered. Dropping it writes out the log lines
+/// still queued.
 pub struct Telemetry {
     tracer_provider: SdkTracerProvider,
     pub registry: prometheus::Registry,
     pub grpc: GrpcMetrics,
+    _log_writers: Vec<tracing_appender::non_blocking::WorkerGuard>,
 }
 
-/// Installs the global subscriber, propagator and tracer provider. Call it
-/// inside a Tokio runtime: the OTLP exporter makes a lazy tonic channel.
+/// How many log lines may wait for the log writer's thread; a logger that finds it full waits
+/// (nothing is dropped).
+pub const LOG_QUEUE: usize = 16_384;
+
+/// A log writer that hands each line to a thread of its own, which writes it to `out` and flushes
+/// `out` whenever the queue is empty: a request never waits on a `write(2)`, and given a
+/// [`std::io::BufWriter`], a burst of lines costs one. Lossless: a full queue ([`LOG_QUEUE`])
+/// makes the logger wait. Keep the guard until exit: dropping it writes out what is still queued.
+pub fn log_writer<W>(
+    out: W,
+    thread: &str,
+) -> (
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+)
+where
+    W: std::io::Write + Send + 'static,
+{
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE)
+        .thread_name(thread)
+        .finish(out)
+}
+
+/// Stdout through a buffer for [`log_writer`]: the lines queued together go out in one write.
+pub fn stdout_buffered() -> std::io::BufWriter<std::io::Stdout> {
+    std::io::BufWriter::with_capacity(64 << 10, std::io::stdout())
+}
+
+/// Installs the global subscriber, propagator and tracer provider, the JSON log lines going to
+/// stdout through [`log_writer`]. Call it inside a Tokio runtime: the OTLP exporter makes a lazy
+/// tonic channel.
 pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
-    init_with_writer(settings, std::io::stdout)
+    let (stdout, guard) = log_writer(stdout_buffered(), "log writer");
+    init_with_writer(settings, stdout, vec![guard])
 }
 
-/// [`init`] with the JSON log lines written by `writer` instead of stdout (which may send some
-/// targets elsewhere, e.g. localmesh's access log to its own rotated file).
-pub fn init_with_writer<W>(settings: &Settings, writer: W) -> anyhow::Result<Telemetry>
+/// [`init`] with the JSON log lines written by `writer` instead (which may send some targets
+/// elsewhere, e.g. localmesh's access log to its own rotated file); `guards` are the
+/// [`log_writer`] guards behind it, kept until the [`Telemetry`] is dropped.
+pub fn init_with_writer<W>(
+    settings: &Settings,
+    writer: W,
+    guards: Vec<tracing_appender::non_blocking::WorkerGuard>,
+) -> anyhow::Result<Telemetry>
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -182,6 +221,7 @@ where
         tracer_provider,
         registry,
         grpc,
+        _log_writers: guards,
     })
 }
 
