@@ -1,5 +1,5 @@
 //! localmesh: the Istio ingress gateway and sidecars played on one machine, from the repo's own
-//! `gateway/` and `manifests/` (DESIGN.md "localmesh, briefly").
+//! `gateway/` and `manifests/` (docs/architecture.md, "localmesh").
 //!
 //! This crate's first layer is the routing model: [`load`] reads the YAML once (through the shared
 //! `manifests` loader), [`build()`] validates it and compiles it into a [`Mesh`], and [`select`] picks

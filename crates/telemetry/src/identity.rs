@@ -16,7 +16,7 @@ pub struct Identity {
 
 impl Identity {
     /// `SERVICE_VERSION`, `POD_NAME`, `POD_NAMESPACE`, `NODE_NAME` and `ZONE`,
-    /// with the defaults of DESIGN.md (host name, `default`, host name, empty).
+    /// with the defaults of docs/architecture.md, "Ports and pod identity" (host name, `default`, host name, empty).
     pub fn from_env(service: &str) -> Result<Self, ConfigError> {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let version = env::string("SERVICE_VERSION", "v1")?;

@@ -8,7 +8,7 @@ use crate::model::Manifests;
 use crate::model::core::{Service, ServicePort};
 use crate::model::meta::{IntOrString, labels_contain};
 
-/// The suite's gRPC port (DESIGN.md): every gRPC service listens on it.
+/// The suite's gRPC port (docs/architecture.md, "Ports and pod identity"): every gRPC service listens on it.
 pub const GRPC_PORT: i64 = 50051;
 
 /// Every Service port that carries gRPC is named `grpc` or `grpc-*` and has `appProtocol: grpc`.
