@@ -123,6 +123,8 @@ pub const LOG_QUEUE: usize = 16_384;
 /// `out` whenever the queue is empty: a request never waits on a `write(2)`, and given a
 /// [`std::io::BufWriter`], a burst of lines costs one. Lossless: a full queue ([`LOG_QUEUE`])
 /// makes the logger wait. Keep the guard until exit: dropping it writes out what is still queued.
+/// Envoy writes its access logs from a buffer as well, flushed every `--file-flush-interval-msec`
+/// (envoy `source/server/options_impl.cc`; Istio's pilot-agent starts it with 1000).
 pub fn log_writer<W>(
     out: W,
     thread: &str,
