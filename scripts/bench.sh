@@ -3,10 +3,11 @@
 # HAProxy) and the direct call, measured by a third-party load generator (h2load) and by
 # `localmesh load`; what open streams cost; and what localmesh's tracing costs. On this machine.
 #
-# Two `localmesh up` (BENCH_BIN's binaries, every port 0) serve the suite side by side: the repo's,
-# whose Telemetry samples 100 % of traces into localmesh's in-memory trace store, and one from a
-# temporary copy of gateway/ (certs included: the same CA), manifests/ and observability/istio/ in
-# which every randomSamplingPercentage is 0.0. Setups:
+# Five `localmesh up` (BENCH_BIN's binaries, every port 0) serve the suite side by side: the
+# repo's, whose Telemetry samples 100 % of traces into localmesh's in-memory trace store, writes the
+# JSON access log and reports metrics (as make run), and four from temporary copies of gateway/
+# (certs included: the same CA), manifests/ and observability/istio/ whose Telemetry turns one
+# feature off (tracing: sampled 0 %; the access log; metrics) or all three (lean). Setups:
 #   direct        h2c straight to one product-v1 pod (of the 100 % instance): no proxy at all;
 #   nginx         nginx as the TLS gateway (h2, grpc_pass, 80/20 split_clients, premium to v2,
 #                 keepalive to the same three pods, no access log);
@@ -14,7 +15,8 @@
 #                 to v2, http-reuse always, no log);
 #   localmesh     the localmesh TLS gateway (HTTPRoutes, 80/20, metrics, JSON access log), traced
 #                 at 100 %;
-#   localmesh-0%  the same gateway of the instance sampling 0 %;
+#   localmesh-0%, lm-no-access-log, lm-no-metrics, localmesh-lean
+#                 the same gateway of each variant: what each feature costs;
 #   sidecar       east-west: a frontend pod's sidecar listener for product-service (its
 #                 PRODUCT_SERVICE_ADDR), h2c, :authority product-service:50051 (product-vs);
 #   localmesh+streams  the localmesh gateway while `localmesh load --hold-streams` holds
@@ -92,12 +94,14 @@ done
 work=$(mktemp -d)
 res=$work/results
 mkdir -p "$res"
-up_pid="" up0_pid="" nginx_pid="" haproxy_pid="" holder_pid=""
+up_pid="" nginx_pid="" haproxy_pid="" holder_pid=""
+# The variants' `localmesh up` processes, gateways and admins, by setup name.
+declare -A variant_pid=() variant_gateway=() variant_admin=()
 cleanup() {
   set +e
   local p
-  for p in "$holder_pid" "$nginx_pid" "$haproxy_pid" "$up_pid" "$up0_pid"; do [ -z "$p" ] || kill "$p" 2>/dev/null; done
-  for p in "$holder_pid" "$nginx_pid" "$haproxy_pid" "$up_pid" "$up0_pid"; do [ -z "$p" ] || wait "$p" 2>/dev/null; done
+  for p in "$holder_pid" "$nginx_pid" "$haproxy_pid" "$up_pid" "${variant_pid[@]}"; do [ -z "$p" ] || kill "$p" 2>/dev/null; done
+  for p in "$holder_pid" "$nginx_pid" "$haproxy_pid" "$up_pid" "${variant_pid[@]}"; do [ -z "$p" ] || wait "$p" 2>/dev/null; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -131,28 +135,56 @@ for _ in $(seq 300); do
 done
 [ -f "$certs/ca.crt" ] || { cat "$work/up.log" >&2; echo "bench: no CA in $certs" >&2; exit 1; }
 
-# The IstioOperator too: its meshConfig (the default retry policy) applies locally.
-mkdir -p "$work/root0/observability"
-cp -R "$root/gateway" "$root/manifests" "$work/root0/"
-[ ! -d "$root/observability/istio" ] || cp -R "$root/observability/istio" "$work/root0/observability/"
-grep -rlZ --include='*.yaml' --include='*.yml' randomSamplingPercentage "$work/root0" |
-  xargs -0 -r sed -i -E 's/^([[:space:]]*randomSamplingPercentage:).*$/\1 0.0/'
-grep -q '^[[:space:]]*randomSamplingPercentage: 0\.0$' "$work/root0/manifests/istio/telemetry.yaml" || {
-  echo "bench: no randomSamplingPercentage in manifests/istio/telemetry.yaml to set to 0" >&2
-  exit 1
+# What each feature costs: variants of the suite, each a `localmesh up` of its own from a copy of
+# gateway/, manifests/ and observability/istio/ (the IstioOperator too: its meshConfig applies
+# locally) that differs from the repository's in Telemetry only, as a user would turn a feature
+# off in Istio: every randomSamplingPercentage 0.0 (tracing), or a Telemetry in each namespace of
+# the suite's proxies (gateway, default; it outranks the mesh-wide one) with
+# `accessLogging: [{disabled: true}]` or `metrics: [{overrides: [{disabled: true}]}]`.
+variants=(sampled0 noalog nometrics lean)
+declare -A variant_what=([sampled0]="tracing sampled 0 %" [noalog]="access log off" [nometrics]="metrics off"
+  [lean]="tracing 0 %, access log and metrics off")
+variant_root() { # variant: prints the copy's root
+  local v=$1
+  local dir=$work/root.$v spec="" ns
+  mkdir -p "$dir/observability"
+  cp -R "$root/gateway" "$root/manifests" "$dir/"
+  [ ! -d "$root/observability/istio" ] || cp -R "$root/observability/istio" "$dir/observability/"
+  case $v in
+    sampled0 | lean)
+      grep -rlZ --include='*.yaml' --include='*.yml' randomSamplingPercentage "$dir" |
+        xargs -0 -r sed -i -E 's/^([[:space:]]*randomSamplingPercentage:).*$/\1 0.0/'
+      grep -q '^[[:space:]]*randomSamplingPercentage: 0\.0$' "$dir/manifests/istio/telemetry.yaml" ||
+        die "no randomSamplingPercentage in manifests/istio/telemetry.yaml to set to 0"
+      ;;
+  esac
+  case $v in noalog | lean) spec+=$'  accessLogging:\n  - disabled: true\n' ;; esac
+  case $v in nometrics | lean) spec+=$'  metrics:\n  - overrides:\n    - disabled: true\n' ;; esac
+  if [ -n "$spec" ]; then
+    for ns in gateway default; do
+      printf -- '---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: bench-%s, namespace: %s}\nspec:\n%s' \
+        "$v" "$ns" "$spec" >>"$dir/manifests/istio/telemetry.yaml"
+    done
+  fi
+  echo "$dir"
 }
-echo "bench: starting localmesh up, sampled 0 % (from $work/root0, logs in $work/up0.log)"
-start_up "$work/root0" "$work/data0" "$work/up0.log"
-up0_pid=$!
+for v in "${variants[@]}"; do
+  vroot=$(variant_root "$v") || exit 2
+  echo "bench: starting localmesh up, ${variant_what[$v]} (from $vroot, logs in $work/up.$v.log)"
+  start_up "$vroot" "$work/data.$v" "$work/up.$v.log"
+  variant_pid[$v]=$!
+done
 wait_ready "$up_pid" "$work/up.log"
-wait_ready "$up0_pid" "$work/up0.log"
+for v in "${variants[@]}"; do wait_ready "${variant_pid[$v]}" "$work/up.$v.log"; done
 
 log_json() { grep '^{' "$work/up.log" | jq -c "$@"; }
 ready_field() { grep '^{' "$1" | jq -r "select(.message == \"localmesh is ready\") | .$2"; }
 gateway=$(ready_field "$work/up.log" gateway)
 admin=$(ready_field "$work/up.log" admin)
-gateway0=$(ready_field "$work/up0.log" gateway)
-admin0=$(ready_field "$work/up0.log" admin)
+for v in "${variants[@]}"; do
+  variant_gateway[$v]=$(ready_field "$work/up.$v.log" gateway)
+  variant_admin[$v]=$(ready_field "$work/up.$v.log" admin)
+done
 pods() { log_json -r "select(.message == \"pod ready; endpoint registered\" and (.pod_name | startswith(\"$1-\"))) | .addr"; }
 mapfile -t v1 < <(pods product-v1)
 mapfile -t v2 < <(pods product-v2)
@@ -283,9 +315,10 @@ for _ in $(seq 5); do
 done
 [ -n "$haproxy_pid" ] || { cat "$work/haproxy/out" >&2; echo "bench: haproxy did not start" >&2; exit 1; }
 
-setups=(direct nginx haproxy localmesh sampled0 sidecar)
+setups=(direct nginx haproxy localmesh "${variants[@]}" sidecar)
 declare -A label=([direct]=direct [nginx]=nginx [haproxy]=haproxy [localmesh]=localmesh
-  [sampled0]=localmesh-0% [sidecar]=sidecar [streams]=localmesh+streams)
+  [sampled0]=localmesh-0% [noalog]=lm-no-access-log [nometrics]=lm-no-metrics [lean]=localmesh-lean
+  [sidecar]=sidecar [streams]=localmesh+streams)
 # The references carry a trace context that is not sampled, as localmesh's pods get at 0 %:
 # without one the pods would start (and export) a trace of their own for every call.
 unsampled='traceparent:00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00'
@@ -294,14 +327,15 @@ declare -A lm_target=(
   [nginx]="--target 127.0.0.1:$nginx_port --cacert $certs/ca.crt --authority $host -H $unsampled"
   [haproxy]="--target 127.0.0.1:$haproxy_port --cacert $certs/ca.crt --authority $host -H $unsampled"
   [localmesh]="--target $gateway --cacert $certs/ca.crt --authority $host"
-  [sampled0]="--target $gateway0 --cacert $certs/ca.crt --authority $host"
   [sidecar]="--plaintext --target $sidecar --authority product-service:50051"
 )
 lm_target[streams]=${lm_target[localmesh]}
+for v in "${variants[@]}"; do lm_target[$v]="--target ${variant_gateway[$v]} --cacert $certs/ca.crt --authority $host"; done
 # h2load: where to connect, and the URI (scheme, :authority, path; https is TLS with ALPN h2 and
 # the gateway host as SNI, http is h2c with prior knowledge).
 declare -A h2_connect=([direct]=${v1[0]} [nginx]=127.0.0.1:$nginx_port [haproxy]=127.0.0.1:$haproxy_port
-  [localmesh]=$gateway [sampled0]=$gateway0 [sidecar]=$sidecar [streams]=$gateway)
+  [localmesh]=$gateway [sidecar]=$sidecar [streams]=$gateway)
+for v in "${variants[@]}"; do h2_connect[$v]=${variant_gateway[$v]}; done
 h2_uri() {
   case $1 in
     direct | sidecar) echo "http://product-service:50051$grpc_path" ;;
@@ -317,11 +351,10 @@ proxy_pids() {
     direct) ;;
     nginx) echo "$nginx_pid"; pgrep -P "$nginx_pid" || true ;;
     haproxy) echo "$haproxy_pid"; pgrep -P "$haproxy_pid" || true ;;
-    sampled0) echo "$up0_pid" ;;
-    *) echo "$up_pid" ;;
+    *) echo "${variant_pid[$1]:-$up_pid}" ;;
   esac
 }
-admin_of() { if [ "$1" = sampled0 ]; then echo "$admin0"; else echo "$admin"; fi; }
+admin_of() { echo "${variant_admin[$1]:-$admin}"; }
 # utime + stime of processes, in clock ticks (a process gone meanwhile counts 0).
 ticks() {
   local p s t=0
@@ -450,6 +483,19 @@ for s in "${setups[@]}"; do
   fi
 done
 
+# The variants are what they claim: after the checks above, no access line from the instances
+# without one, no istio_requests_total from those without metrics.
+for v in noalog lean; do
+  n=$(grep -c '"message":"access"' "$work/up.$v.log" || true)
+  [ "$n" -eq 0 ] || warn "${label[$v]} wrote $n access-log lines: its access log is not off"
+done
+for v in nometrics lean; do
+  n=$(curl -fsS --max-time 10 "http://${variant_admin[$v]}/stats/prometheus" | grep -c '^istio_requests_total{' || true)
+  [ "$n" -eq 0 ] || warn "${label[$v]} reports $n istio_requests_total series: its metrics are not off"
+done
+n=$(grep -c '"message":"access"' "$work/up.log" || true)
+[ "$n" -gt 0 ] || warn "localmesh (everything on) wrote no access-log line"
+
 what="$h2_conns connections x $h2_streams streams"
 if [ "$h2_requests" -gt 0 ]; then what="$h2_requests requests, $what"; else what="$duration, $what"; fi
 echo "bench: $runs round(s): h2load ($what) against each setup, then localmesh load ($duration," \
@@ -514,7 +560,7 @@ for i in $(seq "$runs"); do
 done
 # Settled: the pods' last span batches (1 s apart) have arrived since.
 scrape "$admin" "$work/store.end.prom"
-scrape "$admin0" "$work/store0.prom"
+scrape "${variant_admin[sampled0]}" "$work/store0.prom"
 
 # The median of one figure over a setup's runs (null if none), and as printed.
 median() { # gen setup jq-expr
@@ -574,9 +620,9 @@ echo "v2's share of the localmesh load calls (80/20 configured): $split_line"
 
 declare -A gen_label=([h2]=h2load [lm]=lm-load)
 # The goals: localmesh over the better of nginx and HAProxy, by each generator, compared unrounded.
-goal_row() { # gen name jq-expr higher-is-better(1/0) goal-text
+goal_row() { # gen name jq-expr higher-is-better(1/0) goal-text [setup, localmesh by default]
   local gen=$1 expr=$3 better=$4 l ref="" b="" s v
-  l=$(median "$gen" localmesh "$expr")
+  l=$(median "$gen" "${6:-localmesh}" "$expr")
   for s in nginx haproxy; do
     v=$(median "$gen" "$s" "$expr")
     # A reference that failed calls (or has no figure) is no reference.
@@ -597,6 +643,25 @@ for gen in h2 lm; do
   goal_row "$gen" "throughput" .throughput_rps 1 ">= 1.0x"
   goal_row "$gen" "p99 latency" .latency_ms.p99 0 "<= 1.0x"
   goal_row "$gen" "proxy CPU per request" .proxy_cpu_per_k 0 "<= 1.0x"
+done
+echo "the same for localmesh-lean (tracing 0 %, access log and metrics off: what the proxy itself costs), for reference:"
+for gen in h2 lm; do
+  goal_row "$gen" "throughput" .throughput_rps 1 ">= 1.0x" lean
+  goal_row "$gen" "p99 latency" .latency_ms.p99 0 "<= 1.0x" lean
+  goal_row "$gen" "proxy CPU per request" .proxy_cpu_per_k 0 "<= 1.0x" lean
+done
+
+# What each feature costs: the instance with it off beside the one with everything on.
+echo
+echo "feature costs: localmesh with everything on (as make run) over an instance with one feature off (medians)"
+printf '%-9s %-36s %12s %12s %9s %14s %14s\n' generator "off in the other instance" "req/s off" "req/s on" "on/off" "proxy s/1k off" "proxy s/1k on"
+for gen in h2 lm; do
+  for v in "${variants[@]}"; do
+    printf '%-9s %-36s %12s %12s %9s %14s %14s\n' "${gen_label[$gen]}" "${variant_what[$v]}" \
+      "$(fmt "$(median "$gen" "$v" .throughput_rps)" n)" "$(fmt "$(median "$gen" localmesh .throughput_rps)" n)" \
+      "$(ratio "$(median "$gen" localmesh .throughput_rps)" "$(median "$gen" "$v" .throughput_rps)" 3)x" \
+      "$(fmt "$(median "$gen" "$v" .proxy_cpu_per_k)" cpu)" "$(fmt "$(median "$gen" localmesh .proxy_cpu_per_k)" cpu)"
+  done
 done
 
 # East-west: the sidecar beside the direct call.

@@ -9,12 +9,15 @@ use std::process::Command;
 mod common;
 
 /// Every h2load setup; `localmesh load` drives all but the streams one.
-const H2LOAD_SETUPS: [&str; 7] = [
+const H2LOAD_SETUPS: [&str; 10] = [
     "direct",
     "nginx",
     "haproxy",
     "localmesh",
     "localmesh-0%",
+    "lm-no-access-log",
+    "lm-no-metrics",
+    "localmesh-lean",
     "sidecar",
     "localmesh+streams",
 ];
@@ -70,7 +73,7 @@ fn bench_smoke_prints_every_setup_with_figures_and_no_failed_call() {
     );
 
     // Every setup answered its gRPC status check before the runs.
-    for setup in &H2LOAD_SETUPS[..6] {
+    for setup in &H2LOAD_SETUPS[..9] {
         let line = stdout
             .lines()
             .find(|l| l.split_whitespace().next() == Some(setup) && l.contains(" calls, "))
@@ -80,7 +83,7 @@ fn bench_smoke_prints_every_setup_with_figures_and_no_failed_call() {
 
     for (title, setups) in [
         ("h2load: ", &H2LOAD_SETUPS[..]),
-        ("localmesh load: ", &H2LOAD_SETUPS[..6]),
+        ("localmesh load: ", &H2LOAD_SETUPS[..9]),
     ] {
         let rows = table(&stdout, title);
         let names: Vec<&str> = rows.iter().map(|(s, _)| *s).collect();
@@ -110,7 +113,29 @@ fn bench_smoke_prints_every_setup_with_figures_and_no_failed_call() {
         .filter(|l| l.ends_with(" met") || l.ends_with(" NOT MET"))
         .filter(|l| l.starts_with("h2load ") || l.starts_with("lm-load "))
         .collect();
-    assert_eq!(goals.len(), 6, "throughput, p99 and CPU goals per generator:\n{stdout}");
+    assert_eq!(
+        goals.len(),
+        12,
+        "throughput, p99 and CPU goals per generator, for localmesh and localmesh-lean:\n{stdout}"
+    );
+
+    // What each feature costs: a row per generator and variant, each with its ratio.
+    let costs: Vec<&str> = stdout
+        .split_once("\nfeature costs: ")
+        .unwrap_or_else(|| panic!("a feature costs table:\n{stdout}"))
+        .1
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(costs.len(), 8, "4 variants x 2 generators:\n{stdout}");
+    for row in costs {
+        let ratio = row
+            .split_whitespace()
+            .find_map(|w| w.strip_suffix('x'))
+            .unwrap_or_else(|| panic!("a ratio in {row:?}"));
+        assert!(number(row, "on/off", ratio) > 0.0, "{row}");
+    }
 
     // The east-west line per generator, and the streams: all 50 held through the run.
     let east_west = stdout
