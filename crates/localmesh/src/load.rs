@@ -59,7 +59,7 @@ pub struct LoadArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub concurrency: Option<u32>,
     /// How long to offer load, e.g. 10s, 500ms, 1m.
-    #[arg(long, default_value = "10s", value_parser = telemetry::env::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = service_runtime::env::parse_duration)]
     pub duration: Duration,
     /// HTTP/2 connections to spread the requests over.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]

@@ -119,8 +119,10 @@ fn open_current(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
-/// The access log in a file of its own (`localmesh up --access-log`), rotated as pod logs are:
-/// each JSON line is one write, so a line never straddles two files.
+/// JSON log lines in a file of their own, rotated as pod logs are: the access log
+/// (`localmesh up --access-log`), or localmesh's own log when a person reads its stdout
+/// (`--output human`, [`crate::up::log_file`]). Each JSON line is one write, so a line never
+/// straddles two files.
 #[derive(Debug)]
 pub struct AccessLog(Mutex<LogFile>);
 

@@ -1,7 +1,8 @@
 //! `localmesh lint` compiles the repo's manifests into the routing model and prints it;
 //! `localmesh up` starts the pods, the sidecars and the TLS gateway from it.
 
-use std::path::PathBuf;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::builder::TypedValueParser as _;
@@ -83,10 +84,16 @@ enum Command {
         connections: localmesh::proxy::listen::Limits,
         #[command(flatten)]
         logs: localmesh::logs::Rotation,
-        /// Write the JSON access log (a line per request) to this file instead of stdout, rotated
-        /// by --log-max-size and --log-max-files, e.g. .data/localmesh/logs/access.log.
+        /// Write the JSON access log (a line per request) to this file instead of stdout (or
+        /// localmesh's log), rotated by --log-max-size and --log-max-files, e.g.
+        /// .data/localmesh/logs/access.log.
         #[arg(long)]
         access_log: Option<PathBuf>,
+        /// What stdout shows: text for a person (the JSON log lines then go to
+        /// <data-dir>/logs/localmesh.log, rotated by --log-max-size and --log-max-files), or the
+        /// JSON log lines for a program.
+        #[arg(long, value_enum, default_value_t = localmesh::up::Output::Auto)]
+        output: localmesh::up::Output,
     },
     /// Run the documented journeys through the TLS gateway and print a pass/fail table;
     /// exits non-zero on any failure.
@@ -100,6 +107,53 @@ enum Command {
     Top(localmesh::viz::top::TopArgs),
     /// Requests as they pass a running `localmesh up`'s gateway and sidecars, one line each.
     Tap(localmesh::viz::tap::TapArgs),
+}
+
+/// Where `localmesh up`'s JSON log lines go: stdout (`--output json`, and `auto` off a terminal),
+/// or `own_log` with the warnings and errors also on stderr, plainly (`--output human`); the access
+/// log's lines to `--access-log` when it is set.
+fn init_logs(
+    s: &telemetry::Settings,
+    own_log: Option<&Path>,
+    access_log: Option<&Path>,
+    rotation: localmesh::logs::Rotation,
+) -> anyhow::Result<telemetry::Telemetry> {
+    use tracing_subscriber::fmt::writer::MakeWriterExt as _;
+    let access = |m: &tracing::Metadata<'_>| m.target() == localmesh::logs::ACCESS_TARGET;
+    let open = |path: &Path, what: &str| {
+        localmesh::logs::AccessLog::open(path, rotation).map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))
+    };
+    match (own_log, access_log) {
+        (None, None) => telemetry::init(s),
+        (None, Some(path)) => {
+            let file = open(path, "--access-log")?;
+            let (stdout, out_guard) = telemetry::log_writer(telemetry::stdout_buffered(), "log writer");
+            let (file, file_guard) = telemetry::log_writer(file, "access log writer");
+            let writer = stdout.with_filter(move |m| !access(m)).and(file.with_filter(access));
+            telemetry::init_with_writer(s, writer, vec![out_guard, file_guard])
+        }
+        (Some(own), access_path) => {
+            let (own, own_guard) = telemetry::log_writer(
+                localmesh::logs::AccessLog::open(own, rotation).map_err(|e| {
+                    anyhow::anyhow!("{e} (localmesh's log with --output human; --output json keeps it on stdout)")
+                })?,
+                "log writer",
+            );
+            let warnings =
+                localmesh::up::PlainStderr.with_filter(|m: &tracing::Metadata<'_>| *m.level() <= tracing::Level::WARN);
+            match access_path {
+                None => telemetry::init_with_writer(s, own.and(warnings), vec![own_guard]),
+                Some(path) => {
+                    let (file, file_guard) = telemetry::log_writer(open(path, "--access-log")?, "access log writer");
+                    let writer = own
+                        .with_filter(move |m| !access(m))
+                        .and(file.with_filter(access))
+                        .and(warnings);
+                    telemetry::init_with_writer(s, writer, vec![own_guard, file_guard])
+                }
+            }
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -123,7 +177,11 @@ fn main() -> ExitCode {
             connections,
             logs,
             access_log,
+            output,
         } => {
+            let human_log = output
+                .is_human(std::io::stdout().is_terminal())
+                .then(|| localmesh::up::log_file(&data_dir));
             let mut opts = localmesh::up::UpOptions {
                 root,
                 bin_dir,
@@ -144,6 +202,7 @@ fn main() -> ExitCode {
                 ready_timeout: std::time::Duration::from_secs(ready_timeout_secs),
                 connections,
                 logs,
+                human_log: human_log.clone(),
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -162,20 +221,7 @@ fn main() -> ExitCode {
                     .map_err(anyhow::Error::from)
                     .and_then(|s| {
                         opts.export = s.otlp_endpoint.clone();
-                        match &access_log {
-                            None => telemetry::init(&s),
-                            Some(path) => {
-                                use tracing_subscriber::fmt::writer::MakeWriterExt as _;
-                                let file = localmesh::logs::AccessLog::open(path, logs)
-                                    .map_err(|e| anyhow::anyhow!("--access-log {}: {e}", path.display()))?;
-                                let access = |m: &tracing::Metadata<'_>| m.target() == localmesh::logs::ACCESS_TARGET;
-                                let (stdout, out_guard) =
-                                    telemetry::log_writer(telemetry::stdout_buffered(), "log writer");
-                                let (file, file_guard) = telemetry::log_writer(file, "access log writer");
-                                let writer = stdout.with_filter(move |m| !access(m)).and(file.with_filter(access));
-                                telemetry::init_with_writer(&s, writer, vec![out_guard, file_guard])
-                            }
-                        }
+                        init_logs(&s, human_log.as_deref(), access_log.as_deref(), logs)
                     });
                 let telemetry = match telemetry {
                     Ok(t) => t,
@@ -186,7 +232,7 @@ fn main() -> ExitCode {
                 };
                 let result = localmesh::up::run(opts).await;
                 if let Err(e) = &result {
-                    tracing::error!(error = %e, "localmesh up failed");
+                    tracing::error!(error = %e, "{}", localmesh::up::FAILED);
                     eprintln!("localmesh: {e}");
                 }
                 telemetry.shutdown();

@@ -362,7 +362,7 @@ pub fn stat(w: &Window, window: Duration, workloads: &[WorkloadInfo]) -> Stat {
 
 /// A window such as `30s`, `1m` (a bare number is seconds), within [`MAX_WINDOW`].
 pub fn parse_window(s: &str) -> Result<Duration, String> {
-    let d = telemetry::env::parse_duration(s)?;
+    let d = service_runtime::env::parse_duration(s)?;
     if d > MAX_WINDOW {
         return Err(format!(
             "{s} is longer than the {}s of history localmesh keeps",

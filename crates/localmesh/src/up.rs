@@ -1,10 +1,15 @@
 //! `localmesh up`: the pods as child processes, each with sidecar listeners for its upstreams, the
 //! TLS gateway, the admin port, the console, and where spans go (an OTLP receiver and the
 //! in-memory store, or the user's collector), until SIGINT/SIGTERM.
+//!
+//! Its stdout is for a person or for a program ([`Output`]): on a terminal it prints the
+//! addresses, the commands to try and a line per kind of difference from the cluster, and
+//! localmesh's JSON log lines go to [`log_file`]; otherwise the JSON log lines are its stdout.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +23,40 @@ use crate::stats::Window;
 use crate::trace::Sink;
 use crate::trace::receive;
 use crate::trace::store::{Limits, Store};
+
+/// What `localmesh up` writes on stdout: `--output`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    /// `human` when stdout is a terminal, else `json`.
+    #[default]
+    Auto,
+    /// For a person: the addresses, the commands to try and a line per kind of finding not
+    /// emulated; the JSON log lines go to `<data-dir>/logs/localmesh.log`, warnings and errors
+    /// also to stderr.
+    Human,
+    /// Every JSON log line, the instructions among them once ready: for scripts and tests.
+    Json,
+}
+
+impl Output {
+    /// Whether a person reads stdout: `human`, or `auto` with stdout a terminal.
+    pub fn is_human(self, stdout_is_terminal: bool) -> bool {
+        match self {
+            Output::Auto => stdout_is_terminal,
+            Output::Human => true,
+            Output::Json => false,
+        }
+    }
+}
+
+/// localmesh's own JSON log when a person reads stdout: `<data-dir>/logs/localmesh.log`, beside
+/// the pods' logs and rotated as they are.
+pub fn log_file(data_dir: &Path) -> PathBuf {
+    pods::log_dir(data_dir).join("localmesh.log")
+}
+
+/// The message of the error that stops `localmesh up`, which `main` also prints plainly on stderr.
+pub const FAILED: &str = "localmesh up failed";
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -43,6 +82,12 @@ pub struct UpOptions {
     pub connections: proxy::listen::Limits,
     /// How the pods' logs are rotated.
     pub logs: crate::logs::Rotation,
+    /// Set when a person reads stdout ([`Output::is_human`]): localmesh's JSON log lines go to
+    /// this file ([`log_file`]), and stdout gets a start line, the instructions and [`summary`]
+    /// of what is not emulated instead.
+    ///
+    /// [`summary`]: crate::unsupported::summary
+    pub human_log: Option<PathBuf>,
 }
 
 async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
@@ -57,6 +102,16 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     let mesh = crate::load(&opts.root)?;
     for n in &mesh.not_emulated {
         tracing::info!(finding = %n, "not emulated locally");
+    }
+    let summary = crate::unsupported::summary(&mesh.not_emulated, &lint_command(&opts.root));
+    if let Some(log) = &opts.human_log {
+        let pods: u32 = mesh.workloads.iter().map(|w| w.replicas).sum();
+        say(&format!(
+            "Starting {pods} pods of {} Deployments, each given {}s to become ready (localmesh's log: {})",
+            mesh.workloads.len(),
+            opts.ready_timeout.as_secs(),
+            log.display()
+        ));
     }
     let ca = proxy::ensure_local_ca(&opts.root.join("gateway/certs"))?;
     let endpoints = Arc::new(proxy::Endpoints::new());
@@ -114,7 +169,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         () = &mut stop => Err("interrupted before every pod was ready".to_string()),
     };
     if let Err(e) = ready {
-        tracing::error!(error = %e, "localmesh up failed");
+        tracing::error!(error = %e, "{FAILED}");
         sup.shutdown().await;
         anyhow::bail!("{e}");
     }
@@ -195,13 +250,18 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         pods = ?pods,
         "localmesh is ready"
     );
-    println!(
-        "{}",
-        instructions(&opts, &ca.ca_cert, gw_addr, admin_addr, console_addr, &sup)
-    );
+    let text = instructions(&opts, &ca.ca_cert, gw_addr, admin_addr, console_addr, &sup);
+    if opts.human_log.is_some() {
+        say(&format!("{text}\n{}", summary.trim_end()));
+    } else {
+        println!("{text}");
+    }
 
     stop.await;
     tracing::info!("stopping: SIGTERM to every pod, bounded drain");
+    if opts.human_log.is_some() {
+        say("\nStopping: SIGTERM to every pod, bounded drain");
+    }
     sup.shutdown().await;
     following.abort();
     for t in [admin_task, console_task, sampler] {
@@ -212,7 +272,116 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     }
     drop(running);
     tracing::info!("stopped");
+    if opts.human_log.is_some() {
+        say("Stopped.");
+    }
     Ok(())
+}
+
+/// A line or more for the person at the terminal, out at once (stdout is line-buffered there, and
+/// a pipe's reader waits for nothing).
+fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
+
+/// localmesh as the user started it (`target/release/localmesh` under `make run`): it is rarely on
+/// PATH.
+fn me() -> String {
+    std::env::args().next().unwrap_or_else(|| "localmesh".into())
+}
+
+/// The `localmesh lint` that lists every finding of this run's manifests.
+fn lint_command(root: &Path) -> String {
+    if root == Path::new(".") {
+        format!("{} lint", me())
+    } else {
+        format!("{} lint --root {}", me(), root.display())
+    }
+}
+
+/// Warnings and errors for the person at the terminal (`--output human`), whose JSON log lines go
+/// to a file: each line handed to it (one event per write, as tracing's formatter writes them)
+/// is printed on stderr as `localmesh: warning: <message> (<field>: <value>, ...)`. The error
+/// that stops localmesh ([`FAILED`]) is left out: `main` prints it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlainStderr;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for PlainStderr {
+    type Writer = PlainLine;
+
+    fn make_writer(&'a self) -> PlainLine {
+        PlainLine(Vec::new())
+    }
+}
+
+/// One event's JSON line, printed plainly on stderr when dropped ([`PlainStderr`]).
+#[derive(Debug)]
+pub struct PlainLine(Vec<u8>);
+
+impl std::io::Write for PlainLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for PlainLine {
+    fn drop(&mut self) {
+        for line in String::from_utf8_lossy(&self.0).lines() {
+            if let Some(text) = plain(line) {
+                eprintln!("{text}");
+            }
+        }
+    }
+}
+
+/// A JSON log line as a person reads it: `localmesh: warning: <message> (<field>: <value>, ...)`,
+/// without the timestamp, target, identity and trace ids; `None` for [`FAILED`]. A line that is
+/// not a JSON object is shown as it is.
+pub fn plain(line: &str) -> Option<String> {
+    const LEFT_OUT: &[&str] = &[
+        "timestamp",
+        "level",
+        "target",
+        "message",
+        "service",
+        "version",
+        "pod",
+        "trace_id",
+        "span_id",
+    ];
+    let Ok(serde_json::Value::Object(v)) = serde_json::from_str::<serde_json::Value>(line) else {
+        return Some(format!("localmesh: {line}"));
+    };
+    let message = v.get("message").and_then(|m| m.as_str()).unwrap_or_default();
+    if message == FAILED {
+        return None;
+    }
+    let level = match v.get("level").and_then(|l| l.as_str()) {
+        Some("ERROR") => "error",
+        Some("WARN") => "warning",
+        Some(other) => other,
+        None => "log",
+    };
+    let fields: Vec<String> = v
+        .iter()
+        .filter(|(k, _)| !LEFT_OUT.contains(&k.as_str()))
+        .map(|(k, val)| match val {
+            serde_json::Value::String(s) => format!("{k}: {s}"),
+            other => format!("{k}: {other}"),
+        })
+        .collect();
+    Some(if fields.is_empty() {
+        format!("localmesh: {level}: {message}")
+    } else {
+        format!("localmesh: {level}: {message} ({})", fields.join(", "))
+    })
 }
 
 fn node_name() -> String {
@@ -266,6 +435,13 @@ fn instructions(
             );
         }
     }
+    if let Some(log) = &opts.human_log {
+        let _ = writeln!(
+            s,
+            "localmesh's log: {} (JSON lines; warnings and errors are shown here too; --output json puts every line on stdout)",
+            log.display()
+        );
+    }
     let _ = writeln!(
         s,
         "Pods (logs in {}/, rotated at {}, {} files each):",
@@ -284,8 +460,7 @@ fn instructions(
     let at = format!("127.0.0.1:{port}");
     let buf =
         format!("buf curl --protocol grpc --cacert {ca} --servername {host} -H 'Host: {host}' --reflect-header '*'");
-    // As the user started it (`target/release/localmesh` under `make run`): it is rarely on PATH.
-    let me = std::env::args().next().unwrap_or_else(|| "localmesh".into());
+    let me = me();
     let admin_flag = if admin.port() == 15000 {
         String::new()
     } else {
@@ -318,4 +493,35 @@ Admin: curl http://{admin}/stats/prometheus | grep istio_requests_total
 Ctrl-C stops everything (SIGTERM to every pod, bounded drain)."#
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_person_reads_stdout_on_a_terminal_unless_json_is_asked_for() {
+        assert!(Output::Auto.is_human(true));
+        assert!(!Output::Auto.is_human(false));
+        assert!(Output::Human.is_human(false));
+        assert!(!Output::Json.is_human(true));
+    }
+
+    #[test]
+    fn warnings_are_shown_plainly_and_the_final_error_once() {
+        let line = r#"{"timestamp":"2026-01-01T00:00:00Z","level":"ERROR","target":"localmesh::push","message":"configuration refused; the running configuration stays","error":"bad.yaml: field `spec`","config_version":3,"service":"localmesh","version":"v1","pod":"vm"}"#;
+        assert_eq!(
+            plain(line).as_deref(),
+            Some(
+                "localmesh: error: configuration refused; the running configuration stays (error: bad.yaml: field `spec`, config_version: 3)"
+            )
+        );
+        let warn = r#"{"level":"WARN","message":"pod not running; restarting","pod_name":"product-v1-x"}"#;
+        assert_eq!(
+            plain(warn).as_deref(),
+            Some("localmesh: warning: pod not running; restarting (pod_name: product-v1-x)")
+        );
+        let failed = format!(r#"{{"level":"ERROR","message":"{FAILED}","error":"x"}}"#);
+        assert_eq!(plain(&failed), None, "main prints it");
+    }
 }

@@ -1,6 +1,6 @@
 //! Pod identity, read once from the Downward-API style environment.
 
-use crate::env::{self, ConfigError};
+use crate::var::{self, ConfigError};
 
 /// Who is answering: copied into every `ServedBy` and the `x-served-by` /
 /// `x-version` response metadata.
@@ -19,15 +19,15 @@ impl Identity {
     /// with the defaults of docs/architecture.md, "Ports and pod identity" (host name, `default`, host name, empty).
     pub fn from_env(service: &str) -> Result<Self, ConfigError> {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
-        let version = env::string("SERVICE_VERSION", "v1")?;
+        let version = var::string("SERVICE_VERSION", "v1")?;
         validate_version(&version)?;
         Ok(Self {
             service: service.to_owned(),
             version,
-            pod: env::string("POD_NAME", &host)?,
-            node: env::string("NODE_NAME", &host)?,
-            zone: env::string("ZONE", "")?,
-            namespace: env::string("POD_NAMESPACE", "default")?,
+            pod: var::string("POD_NAME", &host)?,
+            node: var::string("NODE_NAME", &host)?,
+            zone: var::string("ZONE", "")?,
+            namespace: var::string("POD_NAMESPACE", "default")?,
         })
     }
 

@@ -1,17 +1,16 @@
 //! Telemetry and identity shared by every service of the suite: JSON logs
 //! with trace ids, OTLP trace export, W3C + B3 propagation, `x-request-id`,
-//! Prometheus metrics, and the pod identity behind `ServedBy`.
+//! Prometheus metrics, and the pod identity behind `ServedBy`. How a service starts and
+//! stops (settings, sockets, the graceful drain) is the `service-runtime` crate's.
 
-pub mod env;
 pub mod export;
 pub mod grpc;
 pub mod http;
 mod identity;
-pub mod lifecycle;
 mod logging;
 pub mod metrics;
 pub mod propagation;
-pub mod shutdown;
+pub mod var;
 
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use tracing_subscriber::{
     EnvFilter, Layer as _, fmt::format::JsonFields, layer::SubscriberExt, util::SubscriberInitExt,
 };
 
-pub use env::ConfigError;
+pub use var::ConfigError;
 
 /// Every binary of the suite (they all link this crate) allocates with mimalloc. glibc's malloc
 /// serialises threads that free what another thread allocated, as happens to every span (built
@@ -87,8 +86,8 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env(identity: Identity) -> Result<Self, ConfigError> {
-        let service_name = env::string("OTEL_SERVICE_NAME", &identity.service)?;
-        let otlp_endpoint = env::optional("OTEL_EXPORTER_OTLP_ENDPOINT")?;
+        let service_name = var::string("OTEL_SERVICE_NAME", &identity.service)?;
+        let otlp_endpoint = var::optional("OTEL_EXPORTER_OTLP_ENDPOINT")?;
         if let Some(ep) = &otlp_endpoint
             && !(ep.starts_with("http://") || ep.starts_with("https://"))
         {

@@ -5,6 +5,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
+use service_runtime::{Caller, backend_url};
 use tonic::transport::Uri;
 
 /// The longest `agent-version` / `agent-id` the product service accepts.
@@ -141,7 +142,7 @@ fn parse_interval(raw: &str) -> Result<Duration, String> {
     if raw.trim().is_empty() {
         return Ok(DEFAULT_INTERVAL);
     }
-    match telemetry::env::parse_duration(raw) {
+    match service_runtime::env::parse_duration(raw) {
         // A bare "0" parses as zero seconds; a ticker needs a period.
         Ok(d) if d.is_zero() => Err("must be greater than zero; set by --interval or PING_INTERVAL".into()),
         Ok(d) => Ok(d),
@@ -149,22 +150,20 @@ fn parse_interval(raw: &str) -> Result<Duration, String> {
     }
 }
 
+/// The suite's rule for backends ([`service_runtime::backend_url`]): the agent runs outside the
+/// mesh, so https:// too. A path or query would be ignored by gRPC, so it is refused.
 fn parse_target(raw: &str) -> Result<Uri, String> {
-    const EXPECTED: &str = "expected http://HOST:PORT or https://HOST:PORT, e.g. http://product-service:50051; set by --target or AGENT_TARGET";
+    const SET_BY: &str = "set by --target or AGENT_TARGET";
     let raw = if raw.trim().is_empty() {
         DEFAULT_TARGET
     } else {
         raw.trim()
     };
-    let uri: Uri = raw.parse().map_err(|e| format!("{e}; {EXPECTED}"))?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return Err(format!("the scheme must be http or https; {EXPECTED}"));
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("no host; {EXPECTED}"));
-    }
+    let uri = backend_url(raw, Caller::OutsideMesh, DEFAULT_TARGET).map_err(|why| format!("{why}; {SET_BY}"))?;
     if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
-        return Err(format!("a path or query is not allowed; {EXPECTED}"));
+        return Err(format!(
+            "a path or query is not allowed: expected http://HOST:PORT or https://HOST:PORT; {SET_BY}"
+        ));
     }
     Ok(uri)
 }

@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
     };
     // SERVICE_VERSION labels the agent's own log lines; by default they show
     // the version the agent announces to the server.
-    match telemetry::env::optional("SERVICE_VERSION") {
+    match service_runtime::env::optional("SERVICE_VERSION") {
         Ok(Some(_)) => {}
         Ok(None) => identity.version = settings.agent_version.clone(),
         Err(e) => return config_error(e),
@@ -66,7 +66,7 @@ async fn main() -> ExitCode {
         }
     }
     let stop = async {
-        let signal = telemetry::shutdown::signal_received().await;
+        let signal = service_runtime::shutdown::signal_received().await;
         tracing::info!(signal, "{signal} received; closing the stream");
     };
     let result = agent.run(stop, |pong| metrics.observe(pong)).await;

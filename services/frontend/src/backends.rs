@@ -1,4 +1,6 @@
-//! The gRPC clients of product-service and order-service.
+//! What the handlers call: the [`Backends`] trait, and [`GrpcBackends`], its implementation over
+//! the gRPC clients of product-service and order-service. Tests put a fake behind the trait and
+//! call the router in-process, without servers.
 //!
 //! One long-lived channel per backend, made lazily so the frontend starts
 //! (and answers `/healthz`) while its backends are still coming up. Every
@@ -9,6 +11,7 @@
 
 use std::{
     future::Future,
+    pin::Pin,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -53,7 +56,29 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Label for a failure no pod answered (so no `x-version`).
 const NO_VERSION: &str = mesh::NO_ANSWER;
 
-pub struct Backends {
+/// A backend call's answer. Boxed so that [`Backends`] can be a trait object (`async fn` in a
+/// trait is not).
+pub type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T, AppError>> + Send + 'a>>;
+
+/// The calls the pages and the API make. `headers` are the caller's request headers (which of
+/// them travel on is the implementation's choice); failures are [`AppError`]s naming the hop,
+/// which the handlers map to HTTP statuses.
+pub trait Backends: Send + Sync {
+    fn get_product<'a>(&'a self, headers: &'a HeaderMap, id: &'a str) -> Call<'a, Reply<Product>>;
+    /// `page_size` 0 asks for the product service's default; `page_number` is 1-based.
+    fn list_products<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+        page_size: i32,
+        page_number: Option<i32>,
+    ) -> Call<'a, Reply<ListProductsResponse>>;
+    fn create_order<'a>(&'a self, headers: &'a HeaderMap, msg: CreateOrderRequest) -> Call<'a, Reply<Order>>;
+    fn get_order<'a>(&'a self, headers: &'a HeaderMap, id: &'a str) -> Call<'a, Reply<Order>>;
+    /// Whether `hop` is ready to serve (`/readyz`).
+    fn check(&self, hop: Hop) -> Call<'_, ()>;
+}
+
+pub struct GrpcBackends {
     product: ProductServiceClient<Channel>,
     order: OrderServiceClient<Channel>,
     product_health: HealthClient<Channel>,
@@ -78,7 +103,7 @@ struct Outcome<T> {
     elapsed: Duration,
 }
 
-impl Backends {
+impl GrpcBackends {
     pub fn new(cfg: &Config, registry: &Registry, mesh: Arc<MeshHistory>) -> anyhow::Result<Self> {
         let product = channel(&cfg.product_addr, "PRODUCT_SERVICE_ADDR")?;
         let order = channel(&cfg.order_addr, "ORDER_SERVICE_ADDR")?;
@@ -102,91 +127,105 @@ impl Backends {
             mesh,
         })
     }
+}
 
-    pub async fn get_product(&self, headers: &HeaderMap, id: &str) -> Result<Reply<Product>, AppError> {
-        let mut client = self.product.clone();
-        let msg = GetProductRequest {
-            product_id: id.to_owned(),
-        };
-        let out = self
-            .unary(Hop::Product, "GetProduct", headers, msg, |req| async move {
-                client.get_product(req).await
-            })
-            .await;
-        let served = out.result.as_ref().ok().and_then(|p| p.served_by.clone());
-        self.remember(headers, "GetProduct", id.to_owned(), &out, served);
-        self.finish(out)
+impl Backends for GrpcBackends {
+    fn get_product<'a>(&'a self, headers: &'a HeaderMap, id: &'a str) -> Call<'a, Reply<Product>> {
+        Box::pin(async move {
+            let mut client = self.product.clone();
+            let msg = GetProductRequest {
+                product_id: id.to_owned(),
+            };
+            let out = self
+                .unary(Hop::Product, "GetProduct", headers, msg, |req| async move {
+                    client.get_product(req).await
+                })
+                .await;
+            let served = out.result.as_ref().ok().and_then(|p| p.served_by.clone());
+            self.remember(headers, "GetProduct", id.to_owned(), &out, served);
+            self.finish(out)
+        })
     }
 
-    pub async fn list_products(
-        &self,
-        headers: &HeaderMap,
+    fn list_products<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
         page_size: i32,
         page_number: Option<i32>,
-    ) -> Result<Reply<ListProductsResponse>, AppError> {
-        let mut client = self.product.clone();
-        let msg = ListProductsRequest { page_size, page_number };
-        let out = self
-            .unary(Hop::Product, "ListProducts", headers, msg, |req| async move {
-                client.list_products(req).await
-            })
-            .await;
-        let served = out.result.as_ref().ok().and_then(|r| r.served_by.clone());
-        let target = format!("page {}", page_number.unwrap_or(1));
-        self.remember(headers, "ListProducts", target, &out, served);
-        self.finish(out)
+    ) -> Call<'a, Reply<ListProductsResponse>> {
+        Box::pin(async move {
+            let mut client = self.product.clone();
+            let msg = ListProductsRequest { page_size, page_number };
+            let out = self
+                .unary(Hop::Product, "ListProducts", headers, msg, |req| async move {
+                    client.list_products(req).await
+                })
+                .await;
+            let served = out.result.as_ref().ok().and_then(|r| r.served_by.clone());
+            let target = format!("page {}", page_number.unwrap_or(1));
+            self.remember(headers, "ListProducts", target, &out, served);
+            self.finish(out)
+        })
     }
 
-    pub async fn create_order(&self, headers: &HeaderMap, msg: CreateOrderRequest) -> Result<Reply<Order>, AppError> {
-        let mut client = self.order.clone();
-        let out = self
-            .unary(Hop::Order, "CreateOrder", headers, msg, |req| async move {
-                client.create_order(req).await
-            })
-            .await;
-        self.finish(out)
+    fn create_order<'a>(&'a self, headers: &'a HeaderMap, msg: CreateOrderRequest) -> Call<'a, Reply<Order>> {
+        Box::pin(async move {
+            let mut client = self.order.clone();
+            let out = self
+                .unary(Hop::Order, "CreateOrder", headers, msg, |req| async move {
+                    client.create_order(req).await
+                })
+                .await;
+            self.finish(out)
+        })
     }
 
-    pub async fn get_order(&self, headers: &HeaderMap, id: &str) -> Result<Reply<Order>, AppError> {
-        let mut client = self.order.clone();
-        let msg = GetOrderRequest { id: id.to_owned() };
-        let out = self
-            .unary(Hop::Order, "GetOrder", headers, msg, |req| async move {
-                client.get_order(req).await
-            })
-            .await;
-        self.finish(out)
+    fn get_order<'a>(&'a self, headers: &'a HeaderMap, id: &'a str) -> Call<'a, Reply<Order>> {
+        Box::pin(async move {
+            let mut client = self.order.clone();
+            let msg = GetOrderRequest { id: id.to_owned() };
+            let out = self
+                .unary(Hop::Order, "GetOrder", headers, msg, |req| async move {
+                    client.get_order(req).await
+                })
+                .await;
+            self.finish(out)
+        })
     }
 
     /// grpc.health.v1 `Check` of the backend's overall status (`""`, which
     /// every server of the suite sets, and turns NOT_SERVING when draining).
-    pub async fn check(&self, hop: Hop) -> Result<(), AppError> {
-        let mut client = match hop {
-            Hop::Product => self.product_health.clone(),
-            Hop::Order => self.order_health.clone(),
-            Hop::Frontend => return Ok(()),
-        };
-        let timeout = READY_TIMEOUT.min(self.timeout);
-        let mut req = tonic::Request::new(HealthCheckRequest { service: String::new() });
-        req.set_timeout(timeout);
-        match tokio::time::timeout(timeout, client.check(req)).await {
-            Err(_) => Err(AppError::new(
-                hop,
-                Code::DeadlineExceeded,
-                &format!("health check got no answer within {} ms", timeout.as_millis()),
-            )),
-            Ok(Err(status)) => Err(AppError::from_status(hop, &status)),
-            Ok(Ok(res)) => match res.get_ref().status() {
-                ServingStatus::Serving => Ok(()),
-                other => Err(AppError::new(
+    fn check(&self, hop: Hop) -> Call<'_, ()> {
+        Box::pin(async move {
+            let mut client = match hop {
+                Hop::Product => self.product_health.clone(),
+                Hop::Order => self.order_health.clone(),
+                Hop::Frontend => return Ok(()),
+            };
+            let timeout = READY_TIMEOUT.min(self.timeout);
+            let mut req = tonic::Request::new(HealthCheckRequest { service: String::new() });
+            req.set_timeout(timeout);
+            match tokio::time::timeout(timeout, client.check(req)).await {
+                Err(_) => Err(AppError::new(
                     hop,
-                    Code::Unavailable,
-                    &format!("health check answered {}", other.as_str_name()),
+                    Code::DeadlineExceeded,
+                    &format!("health check got no answer within {} ms", timeout.as_millis()),
                 )),
-            },
-        }
+                Ok(Err(status)) => Err(AppError::from_status(hop, &status)),
+                Ok(Ok(res)) => match res.get_ref().status() {
+                    ServingStatus::Serving => Ok(()),
+                    other => Err(AppError::new(
+                        hop,
+                        Code::Unavailable,
+                        &format!("health check answered {}", other.as_str_name()),
+                    )),
+                },
+            }
+        })
     }
+}
 
+impl GrpcBackends {
     /// One unary call with everything the module doc promises.
     async fn unary<Req, Resp, Fut>(
         &self,

@@ -1,11 +1,15 @@
-//! The frontend's settings, read once from the environment.
+//! The frontend's settings, read once at startup from its flags and environment
+//! (`frontend --help` lists every variable and its default).
 
 use std::{net::IpAddr, time::Duration};
 
-use telemetry::{ConfigError, Identity, env};
+use clap::Parser;
+use service_runtime::settings::ProductServiceAddr;
+use service_runtime::{Caller, ConfigError, ServiceSettings, backend_url, env, settings};
+use telemetry::Identity;
 use tonic::transport::Uri;
 
-pub const DEFAULT_PRODUCT_ADDR: &str = "http://product-service:50051";
+pub use service_runtime::settings::DEFAULT_PRODUCT_ADDR;
 pub const DEFAULT_ORDER_ADDR: &str = "http://order-service:50051";
 /// axum's own default: an order is a few hundred bytes, the form less.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 2 << 20;
@@ -42,26 +46,68 @@ pub struct Config {
     pub shutdown_grace: Duration,
 }
 
+/// The shop's web front: HTML pages and a JSON API over ProductService and OrderService.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "frontend", version, mut_arg("port", settings::default_port("8080")))]
+pub struct Settings {
+    #[command(flatten)]
+    pub service: ServiceSettings,
+
+    #[command(flatten)]
+    pub product: ProductServiceAddr,
+
+    /// OrderService: plaintext http://, the sidecars add mTLS.
+    #[arg(long = "order-service-addr", env = "ORDER_SERVICE_ADDR", value_name = "ORDER_SERVICE_ADDR",
+          default_value = DEFAULT_ORDER_ADDR, value_parser = backend_addr)]
+    pub order_addr: String,
+
+    /// The deadline of every gRPC call, in milliseconds, from 1 to 600000.
+    #[arg(long = "backend-timeout-ms", env = "BACKEND_TIMEOUT_MS", value_name = "BACKEND_TIMEOUT_MS",
+          default_value = "5000", value_parser = env::millis_in(1..=600_000))]
+    pub backend_timeout: Duration,
+
+    /// How many product calls /mesh remembers, from 1 to 100000.
+    #[arg(long = "mesh-history", env = "MESH_HISTORY", value_name = "MESH_HISTORY",
+          default_value_t = 200, value_parser = env::number_in(1..=100_000usize))]
+    pub mesh_history: usize,
+
+    /// The largest request body read, from 1024 to 1073741824 bytes; a larger one is answered 413.
+    #[arg(long = "max-body-bytes", env = "MAX_BODY_BYTES", value_name = "MAX_BODY_BYTES",
+          default_value_t = DEFAULT_MAX_BODY_BYTES, value_parser = env::number_in(MAX_BODY_BYTES_RANGE))]
+    pub max_body_bytes: usize,
+
+    /// After a 413, how much more of the body is read and discarded so that the client reads the
+    /// answer instead of a reset, from 0 (none) to 1073741824 bytes.
+    #[arg(long = "linger-max-bytes", env = "LINGER_MAX_BYTES", value_name = "LINGER_MAX_BYTES",
+          default_value_t = DEFAULT_LINGER_MAX_BYTES, value_parser = env::number_in(0..=1usize << 30))]
+    pub linger_max_bytes: usize,
+
+    /// How long that reading may take in all, in milliseconds, from 0 to 600000.
+    #[arg(long = "linger-timeout-ms", env = "LINGER_TIMEOUT_MS", value_name = "LINGER_TIMEOUT_MS",
+          default_value = "5000", value_parser = env::millis_in(0..=600_000))]
+    pub linger_timeout: Duration,
+}
+
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let bind_addr = env::bind_addr()?;
+    /// The process's settings; a value clap refuses has already stopped it with code 2.
+    pub fn from_args() -> Result<Self, ConfigError> {
+        Self::from_settings(settings::parse())
+    }
+
+    pub fn from_settings(s: Settings) -> Result<Self, ConfigError> {
         Ok(Self {
             identity: Identity::from_env("frontend")?,
-            bind_addr,
-            port: env::port("PORT", 8080)?,
-            metrics_port: env::port("METRICS_PORT", 9464)?,
-            product_addr: backend_addr("PRODUCT_SERVICE_ADDR", DEFAULT_PRODUCT_ADDR)?,
-            order_addr: backend_addr("ORDER_SERVICE_ADDR", DEFAULT_ORDER_ADDR)?,
-            backend_timeout: Duration::from_millis(env::parse("BACKEND_TIMEOUT_MS", 5000u64, 1..=600_000)?),
-            mesh_history: env::parse("MESH_HISTORY", 200usize, 1..=100_000)?,
-            max_body_bytes: env::parse("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, MAX_BODY_BYTES_RANGE)?,
-            linger_max_bytes: env::parse("LINGER_MAX_BYTES", DEFAULT_LINGER_MAX_BYTES, 0..=1 << 30)?,
-            linger_timeout: Duration::from_millis(env::parse(
-                "LINGER_TIMEOUT_MS",
-                DEFAULT_LINGER_TIMEOUT_MS,
-                0..=600_000,
-            )?),
-            shutdown_grace: env::seconds("SHUTDOWN_GRACE_SECS", 10, 3600)?,
+            bind_addr: s.service.bind_addr,
+            port: s.service.port,
+            metrics_port: s.service.metrics_port,
+            product_addr: s.product.product_addr,
+            order_addr: s.order_addr,
+            backend_timeout: s.backend_timeout,
+            mesh_history: s.mesh_history,
+            max_body_bytes: s.max_body_bytes,
+            linger_max_bytes: s.linger_max_bytes,
+            linger_timeout: s.linger_timeout,
+            shutdown_grace: s.service.shutdown_grace,
         })
     }
 
@@ -85,28 +131,15 @@ impl Config {
     }
 }
 
-/// A backend address must be an absolute `http://` URL: tonic needs the
-/// scheme, a bare `host:port` would otherwise fail only at the first call, and
-/// TLS between pods is the mesh's job (mTLS in the sidecars), not the app's.
-fn backend_addr(variable: &str, default: &str) -> Result<String, ConfigError> {
-    let raw = env::string(variable, default)?;
-    check_backend_addr(&raw).map_err(|why| ConfigError::new(variable, &raw, why))?;
-    Ok(raw)
+/// `PRODUCT_SERVICE_ADDR` and `ORDER_SERVICE_ADDR`, by the suite's rule for backends
+/// ([`service_runtime::backend_url`]).
+fn backend_addr(raw: &str) -> Result<String, String> {
+    check_backend_addr(raw)?;
+    Ok(raw.to_owned())
 }
 
 pub(crate) fn check_backend_addr(raw: &str) -> Result<Uri, String> {
-    let uri: Uri = raw
-        .parse()
-        .map_err(|e| format!("expected a URL such as {DEFAULT_PRODUCT_ADDR} ({e})"))?;
-    match (uri.scheme_str(), uri.authority()) {
-        (Some("http"), Some(_)) => Ok(uri),
-        (Some("https"), _) => Err(format!(
-            "expected a plaintext http:// URL such as {DEFAULT_PRODUCT_ADDR}: in the mesh the sidecars add mTLS"
-        )),
-        _ => Err(format!(
-            "expected an http:// URL with a host and port, such as {DEFAULT_PRODUCT_ADDR}"
-        )),
-    }
+    backend_url(raw, Caller::InMesh, DEFAULT_PRODUCT_ADDR)
 }
 
 #[cfg(test)]

@@ -72,6 +72,11 @@ pub fn refused(r: &impl Refusal, max_body_bytes: usize) -> AppError {
     }
 }
 
+/// What both extractor impls answer a refusal with.
+fn reject(r: &impl Refusal, state: &AppState) -> ApiError {
+    ApiError(refused(r, state.max_body_bytes))
+}
+
 /// The body extractors (`Json`, `Form`).
 impl<T> FromRequest<AppState> for Checked<T>
 where
@@ -84,7 +89,7 @@ where
         T::from_request(req, state)
             .await
             .map(Checked)
-            .map_err(|r| ApiError(refused(&r, state.max_body_bytes)))
+            .map_err(|r| reject(&r, state))
     }
 }
 
@@ -100,7 +105,7 @@ where
         T::from_request_parts(parts, state)
             .await
             .map(Checked)
-            .map_err(|r| ApiError(refused(&r, state.max_body_bytes)))
+            .map_err(|r| reject(&r, state))
     }
 }
 

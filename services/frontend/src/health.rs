@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use tonic::Code;
 
 use crate::{
-    errors::{AppError, Hop},
+    errors::{ApiError, AppError, Hop},
     state::AppState,
 };
 
@@ -29,7 +29,7 @@ pub async fn healthz(State(s): State<AppState>) -> Json<Value> {
 pub async fn readyz(State(s): State<AppState>) -> Response {
     if s.draining.is_cancelled() {
         let e = AppError::new(Hop::Frontend, Code::Unavailable, "the frontend is shutting down");
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!(e.body()))).into_response();
+        return ApiError(e).into_response();
     }
     let (product, order) = tokio::join!(s.backends.check(Hop::Product), s.backends.check(Hop::Order));
     let mut checks = Map::new();

@@ -1,7 +1,8 @@
 //! The shop's web front: HTML pages and a JSON API over product-service and
 //! order-service (gRPC), showing on every answer which version and pod of a
 //! backend served it, and on `/mesh` how the calls split across versions.
-//! `main.rs` is a thin wrapper; tests start it in-process with [`spawn`].
+//! `main.rs` is a thin wrapper; tests start it in-process with [`spawn`], or call
+//! [`server::router`] directly over fake [`backends::Backends`] (`tests/router.rs`).
 
 pub mod api;
 pub mod backends;

@@ -2,10 +2,7 @@
 //! a graceful stop: stop accepting, finish in-flight requests within
 //! `SHUTDOWN_GRACE_SECS`, then return so `main` can flush telemetry.
 
-use std::{
-    future::{Future, IntoFuture},
-    sync::Arc,
-};
+use std::{future::Future, sync::Arc};
 
 use anyhow::Context as _;
 use axum::{
@@ -15,12 +12,13 @@ use axum::{
     response::Response,
     routing::{get, post},
 };
+use service_runtime::{Listeners, serve};
 use telemetry::{http::HttpObserver, metrics::Registry};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     api,
-    backends::Backends,
+    backends::GrpcBackends,
     config::Config,
     extract::{self, Linger},
     health,
@@ -29,13 +27,6 @@ use crate::{
     state::AppState,
     templates::Templates,
 };
-
-pub use telemetry::lifecycle::Listeners;
-
-/// Binds `PORT` and `METRICS_PORT` on `BIND_ADDR`.
-pub async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
-    Listeners::bind(cfg.bind_addr, cfg.port, cfg.metrics_port).await
-}
 
 /// Every route of the frontend, behind `telemetry::http::observe`. Bodies are read up to
 /// `MAX_BODY_BYTES`; past it the extractors' rejection becomes a 413, and what the answer left
@@ -83,7 +74,7 @@ impl App {
     pub fn new(cfg: &Config, registry: Registry) -> anyhow::Result<Self> {
         let draining = CancellationToken::new();
         let mesh = Arc::new(MeshHistory::new(cfg.mesh_history));
-        let backends = Backends::new(cfg, &registry, mesh.clone())?;
+        let backends = Arc::new(GrpcBackends::new(cfg, &registry, mesh.clone())?);
         let observer = HttpObserver::new(&cfg.identity, &registry).context("registering the HTTP metrics")?;
         let state = AppState::new(
             backends,
@@ -124,15 +115,6 @@ pub async fn run(
         listeners.metrics,
         draining.clone().cancelled_owned(),
     ));
-    let server = axum::serve(
-        // Small responses go out at once rather than waiting on Nagle's algorithm.
-        axum::serve::ListenerExt::tap_io(listeners.main, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        app,
-    )
-    .with_graceful_shutdown(draining.clone().cancelled_owned())
-    .into_future();
     tracing::info!(
         http = %addr,
         metrics = %metrics_addr,
@@ -141,33 +123,20 @@ pub async fn run(
         backend_timeout_ms = cfg.backend_timeout.as_millis() as u64,
         "frontend listening"
     );
-
-    tokio::pin!(server);
-    tokio::select! {
-        res = &mut server => return res.context("HTTP server failed"),
-        () = stop => {}
-    }
-    tracing::info!(
-        grace_secs = cfg.shutdown_grace.as_secs(),
-        "shutting down: no new connections, finishing in-flight requests"
-    );
+    let res = serve::serve_http(listeners.main, app, stop, &draining, cfg.shutdown_grace).await;
+    // Already cancelled unless the server failed; `/metrics` stops with it.
     draining.cancel();
-    match tokio::time::timeout(cfg.shutdown_grace, &mut server).await {
-        Ok(res) => res.context("HTTP server failed while draining")?,
-        Err(_) => tracing::warn!("drain took longer than SHUTDOWN_GRACE_SECS; closing the remaining connections"),
-    }
     let _ = metrics_task.await;
-    tracing::info!("shutdown complete");
-    Ok(())
+    res
 }
 
 /// A server running in this process, for tests and tools.
-pub type Handle = telemetry::lifecycle::ServerHandle;
+pub type Handle = service_runtime::ServerHandle;
 
 /// Binds the configured ports (0 = ephemeral) and serves in the background.
 pub async fn spawn(cfg: Config, registry: Registry) -> anyhow::Result<Handle> {
     let app = App::new(&cfg, registry)?;
-    let listeners = bind(&cfg).await?;
+    let listeners = Listeners::bind(cfg.bind_addr, cfg.port, cfg.metrics_port).await?;
     let addr = listeners.main.local_addr()?;
     let metrics_addr = listeners.metrics.local_addr()?;
     Ok(Handle::spawn(addr, metrics_addr, |stop| run(cfg, app, listeners, stop)))

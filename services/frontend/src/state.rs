@@ -12,7 +12,9 @@ use crate::{backends::Backends, mesh::MeshHistory, templates::Templates, views::
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
-    pub backends: Backends,
+    /// gRPC to product and order in the server ([`crate::backends::GrpcBackends`]); a fake in
+    /// the router's tests.
+    pub backends: Arc<dyn Backends>,
     pub templates: Templates,
     pub mesh: Arc<MeshHistory>,
     /// This pod, for the pages' footer.
@@ -26,7 +28,7 @@ pub struct Inner {
 
 impl AppState {
     pub fn new(
-        backends: Backends,
+        backends: Arc<dyn Backends>,
         templates: Templates,
         mesh: Arc<MeshHistory>,
         identity: &Identity,

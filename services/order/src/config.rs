@@ -1,4 +1,5 @@
-//! The order service's settings, read once from the environment.
+//! The order service's settings, read once at startup from its flags and environment
+//! (`order --help` lists every variable and its default).
 
 use std::{
     net::IpAddr,
@@ -6,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use telemetry::{ConfigError, Identity, env};
+use clap::Parser;
+use service_runtime::settings::{DataDir, ProductServiceAddr};
+use service_runtime::{Caller, ConfigError, ServiceSettings, backend_url, env, settings};
+use telemetry::Identity;
 
 /// Product calls never get more than this, and less when the caller's own
 /// deadline is closer (the mesh's east-west timeout is 5 s too).
@@ -82,17 +86,17 @@ impl SettleSettings {
         }
     }
 
-    /// From `ORDER_SETTLE_*`; `payment_timeout` bounds the times from below.
-    pub fn from_env(payment_timeout: Duration) -> Result<Self, ConfigError> {
-        let d = Self::defaults_for(payment_timeout);
+    /// The `ORDER_SETTLE_*` that are set, the defaults for `payment_timeout` for the others.
+    pub fn resolve(set: &Settings) -> Result<Self, ConfigError> {
+        let d = Self::defaults_for(set.payment_timeout);
         let s = Self {
-            interval: duration_at_most("ORDER_SETTLE_INTERVAL", d.interval, MAX_SETTLE_INTERVAL)?,
-            after: duration_at_most("ORDER_SETTLE_AFTER", d.after, MAX_SETTLE_AFTER)?,
-            batch: env::parse("ORDER_SETTLE_BATCH", d.batch, 1..=MAX_SETTLE_BATCH)?,
-            lease: duration_at_most("ORDER_SETTLE_LEASE", d.lease, MAX_SETTLE_LEASE)?,
-            max_age: duration_at_most("ORDER_SETTLE_MAX_AGE", d.max_age, MAX_SETTLE_MAX_AGE)?,
+            interval: set.settle_interval.unwrap_or(d.interval),
+            after: set.settle_after.unwrap_or(d.after),
+            batch: set.settle_batch.unwrap_or(d.batch),
+            lease: set.settle_lease.unwrap_or(d.lease),
+            max_age: set.settle_max_age.unwrap_or(d.max_age),
         };
-        s.check(payment_timeout)?;
+        s.check(set.payment_timeout)?;
         Ok(s)
     }
 
@@ -145,20 +149,6 @@ fn fmt_duration(d: Duration) -> String {
     } else {
         format!("{ms}ms")
     }
-}
-
-/// A duration setting (`5s`, `250ms`, `1m`) from more than zero to `max`.
-fn duration_at_most(var: &str, default: Duration, max: Duration) -> Result<Duration, ConfigError> {
-    let d = env::duration(var, default)?;
-    if d > max {
-        let raw = env::optional(var)?.unwrap_or_default();
-        return Err(ConfigError::new(
-            var,
-            &raw,
-            format!("must be at most {}", fmt_duration(max)),
-        ));
-    }
-    Ok(d)
 }
 
 /// Where orders are stored.
@@ -230,33 +220,95 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+pub use service_runtime::settings::DEFAULT_PRODUCT_ADDR;
+pub const DEFAULT_PAYMENT_URL: &str = "http://api.payment-provider.com";
+
+/// OrderService: orders in SQL (SQLite or PostgreSQL), priced by ProductService, charged at the
+/// payment provider.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "order", version, mut_arg("port", settings::default_port("50051")))]
+pub struct Settings {
+    #[command(flatten)]
+    pub service: ServiceSettings,
+
+    /// ProductService prices the orders.
+    #[command(flatten)]
+    pub product: ProductServiceAddr,
+
+    /// The payment provider's base URL, charges go to PAYMENT_URL/v1/charges: plaintext http://,
+    /// the sidecar originates TLS to the provider.
+    #[arg(long = "payment-url", env = "PAYMENT_URL", value_name = "PAYMENT_URL",
+          default_value = DEFAULT_PAYMENT_URL, value_parser = payment_url)]
+    pub payment_url: String,
+
+    /// The payment call's deadline in milliseconds, from 1 to 600000.
+    #[arg(long = "payment-timeout-ms", env = "PAYMENT_TIMEOUT_MS", value_name = "PAYMENT_TIMEOUT_MS",
+          default_value = "3000", value_parser = env::millis_in(1..=600_000))]
+    pub payment_timeout: Duration,
+
+    /// DATA_DIR/orders.db when DATABASE_URL is unset.
+    #[command(flatten)]
+    pub data: DataDir,
+
+    /// postgres://user:password@host:5432/db, or sqlite:PATH; unset: the SQLite file under DATA_DIR.
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    /// The settler's pause between two passes, at most 3600s [default: 5s].
+    #[arg(long = "order-settle-interval", env = "ORDER_SETTLE_INTERVAL", value_name = "ORDER_SETTLE_INTERVAL",
+          value_parser = env::duration_at_most(MAX_SETTLE_INTERVAL, fmt_duration))]
+    pub settle_interval: Option<Duration>,
+
+    /// The age a PENDING order reaches before the settler touches it, longer than
+    /// PAYMENT_TIMEOUT_MS [default: 10s, or twice PAYMENT_TIMEOUT_MS when longer].
+    #[arg(long = "order-settle-after", env = "ORDER_SETTLE_AFTER", value_name = "ORDER_SETTLE_AFTER",
+          value_parser = env::duration_at_most(MAX_SETTLE_AFTER, fmt_duration))]
+    pub settle_after: Option<Duration>,
+
+    /// The most orders one pass looks at, from 1 to 1000 [default: 50].
+    #[arg(long = "order-settle-batch", env = "ORDER_SETTLE_BATCH", value_name = "ORDER_SETTLE_BATCH",
+          value_parser = env::number_in(1..=MAX_SETTLE_BATCH))]
+    pub settle_batch: Option<u32>,
+
+    /// How long a claimed order is the claimer's alone, longer than twice PAYMENT_TIMEOUT_MS
+    /// [default: 30s, or three times PAYMENT_TIMEOUT_MS when longer].
+    #[arg(long = "order-settle-lease", env = "ORDER_SETTLE_LEASE", value_name = "ORDER_SETTLE_LEASE",
+          value_parser = env::duration_at_most(MAX_SETTLE_LEASE, fmt_duration))]
+    pub settle_lease: Option<Duration>,
+
+    /// Older PENDING orders are left to a person [default: 12h].
+    #[arg(long = "order-settle-max-age", env = "ORDER_SETTLE_MAX_AGE", value_name = "ORDER_SETTLE_MAX_AGE",
+          value_parser = env::duration_at_most(MAX_SETTLE_MAX_AGE, fmt_duration))]
+    pub settle_max_age: Option<Duration>,
+}
+
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let bind_addr = env::bind_addr()?;
-        let product_addr = grpc_url(
-            "PRODUCT_SERVICE_ADDR",
-            env::string("PRODUCT_SERVICE_ADDR", "http://product-service:50051")?,
-        )?;
-        let payment_url = http_url(
-            "PAYMENT_URL",
-            env::string("PAYMENT_URL", "http://api.payment-provider.com")?,
-        )?;
-        let data_dir = PathBuf::from(env::string("DATA_DIR", ".data")?);
-        let database = Database::from_url(env::optional("DATABASE_URL")?.as_deref(), &data_dir)?;
-        let payment_timeout = Duration::from_millis(env::parse("PAYMENT_TIMEOUT_MS", 3000u64, 1..=600_000)?);
+    /// The process's settings; a value clap refuses has already stopped it with code 2.
+    pub fn from_args() -> Result<Self, ConfigError> {
+        Self::from_settings(settings::parse())
+    }
+
+    pub fn from_settings(s: Settings) -> Result<Self, ConfigError> {
+        let database = Database::from_url(s.database_url.as_deref(), &s.data.data_dir)?;
+        let settle = SettleSettings::resolve(&s)?;
         Ok(Self {
             identity: Identity::from_env("order")?,
-            bind_addr,
-            port: env::port("PORT", 50051)?,
-            metrics_port: env::port("METRICS_PORT", 9464)?,
-            product_addr,
-            payment_url,
-            payment_timeout,
+            bind_addr: s.service.bind_addr,
+            port: s.service.port,
+            metrics_port: s.service.metrics_port,
+            product_addr: s.product.product_addr,
+            payment_url: s.payment_url,
+            payment_timeout: s.payment_timeout,
             product_timeout: PRODUCT_TIMEOUT,
             database,
-            shutdown_grace: env::seconds("SHUTDOWN_GRACE_SECS", 10, 3600)?,
+            shutdown_grace: s.service.shutdown_grace,
             db_check_interval: Duration::from_secs(5),
-            settle: SettleSettings::from_env(payment_timeout)?,
+            settle,
         })
     }
 
@@ -279,31 +331,10 @@ impl Config {
     }
 }
 
-fn grpc_url(var: &str, raw: String) -> Result<String, ConfigError> {
-    let ok = (raw.starts_with("http://") || raw.starts_with("https://"))
-        && tonic::transport::Endpoint::from_shared(raw.clone()).is_ok();
-    if ok {
-        Ok(raw)
-    } else {
-        Err(ConfigError::new(
-            var,
-            &raw,
-            "expected a gRPC URL such as http://product-service:50051",
-        ))
-    }
-}
-
-fn http_url(var: &str, raw: String) -> Result<String, ConfigError> {
-    match reqwest::Url::parse(&raw) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-            Ok(raw.trim_end_matches('/').to_owned())
-        }
-        _ => Err(ConfigError::new(
-            var,
-            &raw,
-            "expected an http:// or https:// base URL such as http://api.payment-provider.com",
-        )),
-    }
+/// `PAYMENT_URL`, by the same rule, without its trailing `/`.
+fn payment_url(raw: &str) -> Result<String, String> {
+    backend_url(raw, Caller::InMesh, DEFAULT_PAYMENT_URL)?;
+    Ok(raw.trim_end_matches('/').to_owned())
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 use std::{future::Future, sync::Arc};
 
 use proto::order::order_service_server::OrderServiceServer;
-use telemetry::{GrpcMetrics, grpc::GrpcServerLayer, lifecycle};
+use service_runtime::{Listeners, lifecycle, serve};
+use telemetry::{GrpcMetrics, grpc::GrpcServerLayer};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 
 use crate::{
     config::{Config, Database},
@@ -19,13 +19,6 @@ use crate::{
 };
 
 pub const SERVICE_NAME: &str = "order.OrderService";
-
-pub use telemetry::lifecycle::Listeners;
-
-/// Binds `PORT` and `METRICS_PORT` on `BIND_ADDR`.
-pub async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
-    Listeners::bind(cfg.bind_addr, cfg.port, cfg.metrics_port).await
-}
 
 /// The store, opened and migrated. SQLite problems stop startup (a bad
 /// DATA_DIR does not fix itself); an unreachable PostgreSQL does not: the
@@ -118,10 +111,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(OrderServiceServer::new(api).max_decoding_message_size(telemetry::grpc::DEFAULT_MAX_MESSAGE_BYTES))
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listeners.main).with_nodelay(Some(true)),
-            draining.clone().cancelled_owned(),
-        );
+        .serve_with_incoming_shutdown(serve::grpc_incoming(listeners.main), draining.clone().cancelled_owned());
     tracing::info!(
         grpc = %grpc_addr,
         metrics = %metrics_addr,
@@ -135,21 +125,21 @@ pub async fn run(
         settle_lease_ms = cfg.settle.lease.as_millis() as u64,
         "order service listening"
     );
-    let res =
-        lifecycle::serve_until_stopped(server, stop, &health, &[SERVICE_NAME], &draining, cfg.shutdown_grace).await;
+    let not_serving = serve::grpc_not_serving(&health, &[SERVICE_NAME]);
+    let res = serve::serve_until_stopped(server, stop, &draining, cfg.shutdown_grace, not_serving).await;
     let _ = metrics_task.await;
     store.close().await;
     res
 }
 
 /// A server running in this process, for tests and tools.
-pub type Handle = telemetry::lifecycle::ServerHandle;
+pub type Handle = service_runtime::ServerHandle;
 
 /// Opens the store, binds the configured ports (0 = ephemeral) and serves
 /// in the background.
 pub async fn spawn(cfg: Config, metrics: GrpcMetrics) -> anyhow::Result<Handle> {
     let (store, state) = open_store(&cfg).await?;
-    let listeners = bind(&cfg).await?;
+    let listeners = Listeners::bind(cfg.bind_addr, cfg.port, cfg.metrics_port).await?;
     let addr = listeners.main.local_addr()?;
     let metrics_addr = listeners.metrics.local_addr()?;
     Ok(Handle::spawn(addr, metrics_addr, |stop| {

@@ -1,8 +1,16 @@
-//! The payment stand-in's settings, read once from the environment.
+//! The payment stand-in's settings, read once at startup from its flags and environment
+//! (`payment --help` lists every variable and its default).
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use telemetry::{ConfigError, Identity, env};
+use clap::Parser;
+use service_runtime::settings::DataDir;
+use service_runtime::{ConfigError, ServiceSettings, env, settings};
+use telemetry::Identity;
 
 /// How long a key (and the charge it made) is kept by default: a day, as at Stripe.
 pub const DEFAULT_KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -54,10 +62,10 @@ pub enum Storage {
 
 impl Storage {
     /// `PAYMENT_DB_PATH` when set (a file path, or `:memory:`), else `payment.db` under `data_dir`.
-    pub fn from_env_value(value: Option<&str>, data_dir: &str) -> Result<Self, ConfigError> {
+    pub fn from_env_value(value: Option<&str>, data_dir: impl AsRef<Path>) -> Result<Self, ConfigError> {
         const VAR: &str = "PAYMENT_DB_PATH";
         let Some(raw) = value else {
-            return Ok(Self::File(PathBuf::from(data_dir).join(DB_FILE)));
+            return Ok(Self::File(data_dir.as_ref().join(DB_FILE)));
         };
         let path = raw.trim();
         if path == ":memory:" {
@@ -89,24 +97,79 @@ impl Storage {
     }
 }
 
+/// The stand-in for the external payment provider: POST /v1/charges with idempotency keys,
+/// kept in SQLite.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "payment", version, mut_arg("port", settings::default_port("8080")))]
+pub struct Settings {
+    #[command(flatten)]
+    pub service: ServiceSettings,
+
+    /// Added before every charge is processed, in milliseconds, from 0 to 600000.
+    #[arg(long = "payment-latency-ms", env = "PAYMENT_LATENCY_MS", value_name = "PAYMENT_LATENCY_MS",
+          default_value = "0", value_parser = env::millis_in(0..=600_000))]
+    pub latency: Duration,
+
+    /// The share of charges declined with 402, 0 to 100.
+    #[arg(long = "payment-failure-percent", env = "PAYMENT_FAILURE_PERCENT", value_name = "PAYMENT_FAILURE_PERCENT",
+          default_value = "0", value_parser = env::number_in(0.0..=100.0))]
+    pub failure_percent: f64,
+
+    /// The share of requests answered 503 without recording anything, 0 to 100.
+    #[arg(long = "payment-error-percent", env = "PAYMENT_ERROR_PERCENT", value_name = "PAYMENT_ERROR_PERCENT",
+          default_value = "0", value_parser = env::number_in(0.0..=100.0))]
+    pub error_percent: f64,
+
+    /// DATA_DIR/payment.db when PAYMENT_DB_PATH is unset.
+    #[command(flatten)]
+    pub data: DataDir,
+
+    /// The SQLite file of charges and keys, or :memory:; unset: DATA_DIR/payment.db.
+    #[arg(long = "payment-db-path", env = "PAYMENT_DB_PATH", value_name = "PAYMENT_DB_PATH")]
+    pub db_path: Option<String>,
+
+    /// How long a key and its charge are kept, at most 8760h.
+    #[arg(long = "payment-key-retention", env = "PAYMENT_KEY_RETENTION", value_name = "PAYMENT_KEY_RETENTION",
+          default_value = "24h", value_parser = env::duration_at_most(MAX_KEY_RETENTION, show_duration))]
+    pub key_retention: Duration,
+
+    /// How often expired keys are purged, at most 24h.
+    #[arg(long = "payment-purge-interval", env = "PAYMENT_PURGE_INTERVAL", value_name = "PAYMENT_PURGE_INTERVAL",
+          default_value = "60s", value_parser = env::duration_at_most(MAX_PURGE_INTERVAL, show_duration))]
+    pub purge_interval: Duration,
+
+    /// At most this many keys deleted per purge pass, from 1 to 100000.
+    #[arg(long = "payment-purge-batch", env = "PAYMENT_PURGE_BATCH", value_name = "PAYMENT_PURGE_BATCH",
+          default_value_t = DEFAULT_PURGE_BATCH, value_parser = env::number_in(1..=MAX_PURGE_BATCH))]
+    pub purge_batch: u32,
+
+    /// How long a request waits for the database before 503, at most 600s.
+    #[arg(long = "payment-db-timeout", env = "PAYMENT_DB_TIMEOUT", value_name = "PAYMENT_DB_TIMEOUT",
+          default_value = "5s", value_parser = env::duration_at_most(MAX_DB_TIMEOUT, show_duration))]
+    pub db_timeout: Duration,
+}
+
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let bind_addr = env::bind_addr()?;
-        let data_dir = env::string("DATA_DIR", ".data")?;
+    /// The process's settings; a value clap refuses has already stopped it with code 2.
+    pub fn from_args() -> Result<Self, ConfigError> {
+        Self::from_settings(settings::parse())
+    }
+
+    pub fn from_settings(s: Settings) -> Result<Self, ConfigError> {
         Ok(Self {
             identity: Identity::from_env("payment")?,
-            bind_addr,
-            port: env::port("PORT", 8080)?,
-            metrics_port: env::port("METRICS_PORT", 9464)?,
-            latency: Duration::from_millis(env::parse("PAYMENT_LATENCY_MS", 0u64, 0..=600_000)?),
-            failure_percent: env::parse("PAYMENT_FAILURE_PERCENT", 0.0f64, 0.0..=100.0)?,
-            error_percent: env::parse("PAYMENT_ERROR_PERCENT", 0.0f64, 0.0..=100.0)?,
-            shutdown_grace: env::seconds("SHUTDOWN_GRACE_SECS", 10, 3600)?,
-            storage: Storage::from_env_value(env::optional("PAYMENT_DB_PATH")?.as_deref(), &data_dir)?,
-            key_retention: bounded_duration("PAYMENT_KEY_RETENTION", DEFAULT_KEY_RETENTION, MAX_KEY_RETENTION)?,
-            purge_interval: bounded_duration("PAYMENT_PURGE_INTERVAL", DEFAULT_PURGE_INTERVAL, MAX_PURGE_INTERVAL)?,
-            purge_batch: env::parse("PAYMENT_PURGE_BATCH", DEFAULT_PURGE_BATCH, 1..=MAX_PURGE_BATCH)?,
-            db_timeout: bounded_duration("PAYMENT_DB_TIMEOUT", DEFAULT_DB_TIMEOUT, MAX_DB_TIMEOUT)?,
+            bind_addr: s.service.bind_addr,
+            port: s.service.port,
+            metrics_port: s.service.metrics_port,
+            latency: s.latency,
+            failure_percent: s.failure_percent,
+            error_percent: s.error_percent,
+            shutdown_grace: s.service.shutdown_grace,
+            storage: Storage::from_env_value(s.db_path.as_deref(), &s.data.data_dir)?,
+            key_retention: s.key_retention,
+            purge_interval: s.purge_interval,
+            purge_batch: s.purge_batch,
+            db_timeout: s.db_timeout,
         })
     }
 
@@ -142,20 +205,6 @@ pub fn show_duration(d: Duration) -> String {
     }
 }
 
-/// A duration (`5s`, `250ms`, `24h`; a bare number is seconds), greater than zero and at most `max`.
-fn bounded_duration(name: &str, default: Duration, max: Duration) -> Result<Duration, ConfigError> {
-    let d = env::duration(name, default)?;
-    if d > max {
-        let raw = env::optional(name)?.unwrap_or_default();
-        return Err(ConfigError::new(
-            name,
-            &raw,
-            format!("must be at most {}", show_duration(max)),
-        ));
-    }
-    Ok(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +215,16 @@ mod tests {
         assert_eq!(show_duration(MAX_KEY_RETENTION), "8760h");
         assert_eq!(show_duration(Duration::from_secs(90)), "1m 30s");
         assert_eq!(show_duration(Duration::from_millis(250)), "250ms");
+    }
+
+    #[test]
+    fn duration_defaults_are_the_constants() {
+        // The defaults are written as text in the flags; the constants are what for_test uses.
+        let s: Settings = settings::try_parse_from(["payment"]).unwrap();
+        assert_eq!(
+            (s.key_retention, s.purge_interval, s.db_timeout),
+            (DEFAULT_KEY_RETENTION, DEFAULT_PURGE_INTERVAL, DEFAULT_DB_TIMEOUT)
+        );
     }
 
     #[test]

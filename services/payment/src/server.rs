@@ -3,23 +3,17 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use anyhow::Context as _;
-use telemetry::{http::HttpObserver, lifecycle::ServerHandle, prometheus::Registry};
+use service_runtime::{Listeners, ServerHandle, serve};
+use telemetry::{http::HttpObserver, prometheus::Registry};
 use tokio_util::sync::CancellationToken;
 
 use crate::{api, config::Config, faults::Faults};
 
 pub use crate::store::Store;
-pub use telemetry::lifecycle::Listeners;
 
 /// Opens (creating when missing) the store `PAYMENT_DB_PATH` names.
 pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     Store::open(&cfg.storage, cfg.key_retention, cfg.db_timeout).await
-}
-
-/// Binds `PORT` and `METRICS_PORT` on `BIND_ADDR`.
-pub async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
-    Listeners::bind(cfg.bind_addr, cfg.port, cfg.metrics_port).await
 }
 
 /// Serves until `stop` resolves, then stops accepting and lets requests in
@@ -81,38 +75,12 @@ async fn serve(
         "payment provider stand-in listening"
     );
 
-    let stopping = draining.clone();
-    let server = axum::serve(
-        // Small responses go out at once rather than waiting on Nagle's algorithm.
-        axum::serve::ListenerExt::tap_io(listeners.main, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        router,
-    )
-    .with_graceful_shutdown(async move {
-        stop.await;
-        tracing::info!("shutting down: no new connections, finishing requests in flight");
-        stopping.cancel();
-    });
-    let mut server = tokio::spawn(async move { server.await });
-    // The grace period starts when the stop does, not when the server does.
-    tokio::select! {
-        res = &mut server => {
-            draining.cancel();
-            let _ = metrics_task.await;
-            let _ = purge_task.await;
-            return res.context("server task panicked")?.context("HTTP server failed");
-        }
-        () = draining.cancelled() => {}
-    }
-    match tokio::time::timeout(cfg.shutdown_grace, server).await {
-        Ok(res) => res.context("server task panicked")?.context("HTTP server failed")?,
-        Err(_) => tracing::warn!("drain took longer than SHUTDOWN_GRACE_SECS; closing the remaining connections"),
-    }
+    let res = serve::serve_http(listeners.main, router, stop, &draining, cfg.shutdown_grace).await;
+    // Already cancelled unless the server failed; the background tasks stop with it.
+    draining.cancel();
     let _ = metrics_task.await;
     let _ = purge_task.await;
-    tracing::info!("shutdown complete");
-    Ok(())
+    res
 }
 
 /// Purges expired keys at startup and then every `interval`, until `stop`.
@@ -174,7 +142,7 @@ impl Handle {
 /// in the background. An unusable store or port fails here, not later.
 pub async fn spawn(cfg: Config, registry: Registry) -> anyhow::Result<Handle> {
     let store = open_store(&cfg).await?;
-    let listeners = match bind(&cfg).await {
+    let listeners = match Listeners::bind(cfg.bind_addr, cfg.port, cfg.metrics_port).await {
         Ok(l) => l,
         Err(e) => {
             store.close().await;

@@ -22,8 +22,8 @@ use std::{
 use anyhow::Context as _;
 use serde::Serialize;
 use sqlx::{
-    ConnectOptions as _, Row as _, SqlSafeStr as _,
-    migrate::{Migration, MigrationType, Migrator},
+    ConnectOptions as _, Row as _,
+    migrate::Migrator,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
 };
 
@@ -141,26 +141,13 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// (version, description, SQL), embedded so the binary needs no
-/// `migrations/` directory. Append only: applied migrations are checksummed,
-/// and an edited one stops startup.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "charges", include_str!("../migrations/0001_charges.sql"))];
+/// The provider's schema (see [`service_runtime::migrations`]). Append only: applied migrations
+/// are checksummed, and an edited one stops startup.
+const MIGRATIONS: &[service_runtime::migrations::Embedded] =
+    &[(1, "charges", include_str!("../migrations/0001_charges.sql"))];
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|(version, description, sql)| {
-                Migration::new(
-                    *version,
-                    (*description).into(),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
-            })
-            .collect(),
-    )
+    service_runtime::migrations::migrator(MIGRATIONS)
 }
 
 const COLUMNS: &str = "id, idempotency_key, status, order_id, amount_micros, currency, customer_id, created_at_ms, \

@@ -1,10 +1,28 @@
-//! The product service's settings, read once from the environment.
+//! The product service's settings, read once at startup from its flags and environment
+//! (`product --help` lists every variable and its default).
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
-use telemetry::{ConfigError, Identity, env};
+use clap::Parser;
+use service_runtime::{ConfigError, ServiceSettings, settings};
+use telemetry::Identity;
 
 use crate::faults::Faults;
+
+/// ProductService v1/v2: the catalog, the prices stream and the agents' bidi channel.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "product", version, mut_arg("port", settings::default_port("50051")))]
+pub struct Settings {
+    #[command(flatten)]
+    pub service: ServiceSettings,
+
+    /// A JSON catalog to serve instead of the embedded one.
+    #[arg(long, env = "CATALOG_PATH", value_name = "CATALOG_PATH")]
+    pub catalog_path: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub faults: Faults,
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -18,16 +36,20 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let bind_addr = env::bind_addr()?;
+    /// The process's settings; a value clap refuses has already stopped it with code 2.
+    pub fn from_args() -> Result<Self, ConfigError> {
+        Self::from_settings(settings::parse())
+    }
+
+    pub fn from_settings(s: Settings) -> Result<Self, ConfigError> {
         Ok(Self {
             identity: Identity::from_env("product")?,
-            bind_addr,
-            port: env::port("PORT", 50051)?,
-            metrics_port: env::port("METRICS_PORT", 9464)?,
-            catalog_path: env::optional("CATALOG_PATH")?.map(PathBuf::from),
-            faults: Faults::from_env()?,
-            shutdown_grace: env::seconds("SHUTDOWN_GRACE_SECS", 10, 3600)?,
+            bind_addr: s.service.bind_addr,
+            port: s.service.port,
+            metrics_port: s.service.metrics_port,
+            catalog_path: s.catalog_path,
+            faults: s.faults,
+            shutdown_grace: s.service.shutdown_grace,
         })
     }
 

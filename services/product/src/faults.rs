@@ -3,34 +3,41 @@
 
 use std::time::Duration;
 
-use telemetry::{ConfigError, env};
+use service_runtime::env;
 use tonic::{Code, Status};
 
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// `FAULT_DELAY_MS`, `FAULT_ABORT_PERCENT` and `FAULT_ABORT_CODE`, part of the service's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Default, clap::Args)]
 pub struct Faults {
+    /// Added to every unary call, in milliseconds, from 0 to 600000.
+    #[arg(
+        long = "fault-delay-ms",
+        env = "FAULT_DELAY_MS",
+        value_name = "FAULT_DELAY_MS",
+        default_value = "0",
+        value_parser = env::millis_in(0..=600_000)
+    )]
     pub delay: Duration,
-    /// 0 to 100.
+    /// The share of unary calls that fail, 0 to 100.
+    #[arg(
+        long = "fault-abort-percent",
+        env = "FAULT_ABORT_PERCENT",
+        value_name = "FAULT_ABORT_PERCENT",
+        default_value = "0",
+        value_parser = env::number_in(0.0..=100.0)
+    )]
     pub abort_percent: f64,
+    /// The code they fail with: a number from 1 to 16 or a name; UNAVAILABLE when unset.
+    #[arg(
+        long = "fault-abort-code",
+        env = "FAULT_ABORT_CODE",
+        value_name = "FAULT_ABORT_CODE",
+        value_parser = parse_code
+    )]
     pub abort_code: Option<Code>,
 }
 
 impl Faults {
-    /// `FAULT_DELAY_MS`, `FAULT_ABORT_PERCENT`, `FAULT_ABORT_CODE` (a code
-    /// number or name, UNAVAILABLE when unset).
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let delay = Duration::from_millis(env::parse("FAULT_DELAY_MS", 0u64, 0..=600_000)?);
-        let abort_percent = env::parse("FAULT_ABORT_PERCENT", 0.0f64, 0.0..=100.0)?;
-        let abort_code = match env::optional("FAULT_ABORT_CODE")? {
-            None => None,
-            Some(raw) => Some(parse_code(&raw).map_err(|why| ConfigError::new("FAULT_ABORT_CODE", &raw, why))?),
-        };
-        Ok(Self {
-            delay,
-            abort_percent,
-            abort_code,
-        })
-    }
-
     pub fn is_active(&self) -> bool {
         !self.delay.is_zero() || self.abort_percent > 0.0
     }

@@ -4,9 +4,9 @@
 use std::{future::Future, sync::Arc};
 
 use proto::product::product_service_server::ProductServiceServer;
-use telemetry::{GrpcMetrics, grpc::GrpcServerLayer, lifecycle};
+use service_runtime::{Listeners, lifecycle, serve};
+use telemetry::{GrpcMetrics, grpc::GrpcServerLayer};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 
 use crate::{catalog::Catalog, config::Config, service::ProductApi};
 
@@ -17,13 +17,6 @@ const STREAMING_METHODS: &[&str] = &[
     "/product.ProductService/WatchPrices",
     "/product.ProductService/AgentSync",
 ];
-
-pub use telemetry::lifecycle::Listeners;
-
-/// Binds `PORT` and `METRICS_PORT` on `BIND_ADDR`.
-pub async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
-    Listeners::bind(cfg.bind_addr, cfg.port, cfg.metrics_port).await
-}
 
 pub fn load_catalog(cfg: &Config) -> anyhow::Result<Catalog> {
     Ok(match &cfg.catalog_path {
@@ -73,10 +66,7 @@ pub async fn run(
         .add_service(
             ProductServiceServer::new(api).max_decoding_message_size(telemetry::grpc::DEFAULT_MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listeners.main).with_nodelay(Some(true)),
-            stopping.cancelled_owned(),
-        );
+        .serve_with_incoming_shutdown(serve::grpc_incoming(listeners.main), stopping.cancelled_owned());
     tracing::info!(
         grpc = %grpc_addr,
         metrics = %metrics_addr,
@@ -84,18 +74,19 @@ pub async fn run(
         faults = cfg.faults.is_active(),
         "product service listening"
     );
-    lifecycle::serve_until_stopped(server, stop, &health, &[SERVICE_NAME], &draining, cfg.shutdown_grace).await?;
+    let not_serving = serve::grpc_not_serving(&health, &[SERVICE_NAME]);
+    serve::serve_until_stopped(server, stop, &draining, cfg.shutdown_grace, not_serving).await?;
     let _ = metrics_task.await;
     Ok(())
 }
 
 /// A server running in this process, for tests and tools.
-pub type Handle = telemetry::lifecycle::ServerHandle;
+pub type Handle = service_runtime::ServerHandle;
 
 /// Binds the configured ports (0 = ephemeral) and serves in the background.
 pub async fn spawn(cfg: Config, metrics: GrpcMetrics) -> anyhow::Result<Handle> {
     let catalog = load_catalog(&cfg)?;
-    let listeners = bind(&cfg).await?;
+    let listeners = Listeners::bind(cfg.bind_addr, cfg.port, cfg.metrics_port).await?;
     let addr = listeners.main.local_addr()?;
     let metrics_addr = listeners.metrics.local_addr()?;
     Ok(Handle::spawn(addr, metrics_addr, |stop| {

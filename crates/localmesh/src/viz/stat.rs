@@ -36,7 +36,7 @@ pub struct Window {
 /// The syntax is checked here; the ceiling is the admin's to enforce (it knows how much history
 /// it keeps), and its 400 is shown.
 fn parse_window(raw: &str) -> Result<Window, String> {
-    let duration = telemetry::env::parse_duration(raw)?;
+    let duration = service_runtime::env::parse_duration(raw)?;
     Ok(Window {
         text: raw.trim().to_string(),
         duration,

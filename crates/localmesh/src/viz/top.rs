@@ -42,7 +42,7 @@ pub struct TopArgs {
     pub refresh: Duration,
     /// How long to collect, e.g. 30s. Default: until Ctrl-C on a terminal; 10s when stdout is not
     /// a terminal or with --json, which then print once at the end.
-    #[arg(long, value_name = "DURATION", value_parser = telemetry::env::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = service_runtime::env::parse_duration)]
     pub duration: Option<Duration>,
     /// Print the rows once, as a JSON array, instead of a table.
     #[arg(long)]
@@ -50,7 +50,7 @@ pub struct TopArgs {
 }
 
 fn parse_refresh(raw: &str) -> Result<Duration, String> {
-    let d = telemetry::env::parse_duration(raw)?;
+    let d = service_runtime::env::parse_duration(raw)?;
     if d < MIN_REFRESH {
         return Err(format!("must be at least {}ms", MIN_REFRESH.as_millis()));
     }

@@ -1,19 +1,17 @@
-//! What every gRPC server of the suite does around its services: reflection
-//! v1 and v1alpha, health, and the graceful stop.
+//! How a service process starts and stops: the body of every `main` ([`run_service`]), its two
+//! sockets ([`Listeners`]), reflection for the gRPC servers, and in-process servers for tests
+//! ([`ServerHandle`]). The graceful drain itself is [`crate::serve`].
 
 use std::{
     future::Future,
     net::{IpAddr, SocketAddr},
     pin::Pin,
     process::ExitCode,
-    time::Duration,
 };
 
-use crate::{ConfigError, Identity, Settings, Telemetry, init};
 use anyhow::Context as _;
+use telemetry::{Identity, Settings, Telemetry, init};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
-use tonic_health::{ServingStatus, server::HealthReporter};
 use tonic_reflection::server::{
     Builder,
     v1::{ServerReflection as V1, ServerReflectionServer as V1Server},
@@ -43,49 +41,12 @@ pub fn reflection(
 }
 
 /// Paths of the streaming methods that every server has, for the
-/// open-streams gauge of [`crate::grpc::GrpcServerLayer`].
+/// open-streams gauge of [`telemetry::grpc::GrpcServerLayer`].
 pub const COMMON_STREAMING_METHODS: &[&str] = &[
     "/grpc.health.v1.Health/Watch",
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
-
-/// Runs `server` until `stop` resolves, then: health NOT_SERVING for `""`
-/// and each of `services`, `draining` cancelled (the server stops accepting
-/// and the layer ends open streams with UNAVAILABLE), in-flight calls
-/// finish, all within `grace`; past it the remaining connections close.
-pub async fn serve_until_stopped<E>(
-    server: impl Future<Output = Result<(), E>>,
-    stop: impl Future<Output = ()>,
-    health: &HealthReporter,
-    services: &[&str],
-    draining: &CancellationToken,
-    grace: Duration,
-) -> anyhow::Result<()>
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    tokio::pin!(server);
-    tokio::select! {
-        res = &mut server => return res.context("gRPC server failed"),
-        () = stop => {}
-    }
-    tracing::info!(
-        grace_secs = grace.as_secs(),
-        "shutting down: NOT_SERVING, draining calls and streams"
-    );
-    for name in services {
-        health.set_service_status(*name, ServingStatus::NotServing).await;
-    }
-    health.set_service_status("", ServingStatus::NotServing).await;
-    draining.cancel();
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(res) => res.context("gRPC server failed while draining")?,
-        Err(_) => tracing::warn!("drain took longer than SHUTDOWN_GRACE_SECS; closing the remaining connections"),
-    }
-    tracing::info!("shutdown complete");
-    Ok(())
-}
 
 /// A server running in this process (tests, tools): its addresses, and a
 /// way to stop it gracefully.
@@ -144,12 +105,12 @@ pub fn stop_on_signal() -> BoxStop {
     })
 }
 
-/// The body of every service's `main`: read the config (exit 2 naming the
-/// variable when it is bad), start telemetry, serve until SIGTERM/SIGINT,
+/// The body of every service's `main`: take the config (exit 2 naming the
+/// variable when it is bad; clap has already exited 2 for a value it refused), start telemetry, serve until SIGTERM/SIGINT,
 /// flush telemetry, exit 0 (or 1 with the error on stderr and in the log).
 pub async fn run_service<C>(
     name: &str,
-    config: Result<C, ConfigError>,
+    config: Result<C, crate::ConfigError>,
     identity: impl FnOnce(&C) -> Identity,
     serve: impl AsyncFnOnce(C, &Telemetry, BoxStop) -> anyhow::Result<()>,
 ) -> ExitCode {
@@ -200,7 +161,7 @@ impl Listeners {
         let main = TcpListener::bind(main_addr)
             .await
             .with_context(|| format!("cannot bind PORT on {main_addr}"))?;
-        let metrics = crate::metrics::bind(SocketAddr::new(addr, metrics_port)).await?;
+        let metrics = telemetry::metrics::bind(SocketAddr::new(addr, metrics_port)).await?;
         Ok(Self { main, metrics })
     }
 
