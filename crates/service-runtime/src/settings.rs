@@ -25,6 +25,32 @@ pub struct ServiceSettings {
     #[arg(long, env = "METRICS_PORT", value_name = "METRICS_PORT", default_value_t = 9464, value_parser = env::port)]
     pub metrics_port: u16,
 
+    /// This pod's version, its `version` label: a 'v', then letters, digits, '.' or '-'.
+    #[arg(long = "service-version", env = "SERVICE_VERSION", value_name = "SERVICE_VERSION", default_value = "v1",
+          value_parser = version_label)]
+    pub service_version: String,
+
+    /// The pod's name (the Downward API's metadata.name); the host name when unset.
+    #[arg(long = "pod-name", env = "POD_NAME", value_name = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// The pod's namespace (metadata.namespace).
+    #[arg(
+        long = "pod-namespace",
+        env = "POD_NAMESPACE",
+        value_name = "POD_NAMESPACE",
+        default_value = "default"
+    )]
+    pub namespace: String,
+
+    /// The node the pod runs on (spec.nodeName); the host name when unset.
+    #[arg(long = "node-name", env = "NODE_NAME", value_name = "NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// The node's zone (topology.kubernetes.io/zone); none when unset.
+    #[arg(long = "zone", env = "ZONE", value_name = "ZONE")]
+    pub zone: Option<String>,
+
     /// Seconds the calls in flight get to finish after SIGTERM, from 0 to 3600.
     #[arg(
         long = "shutdown-grace-secs",
@@ -34,6 +60,26 @@ pub struct ServiceSettings {
         value_parser = env::seconds_up_to(3600)
     )]
     pub shutdown_grace: Duration,
+}
+
+impl ServiceSettings {
+    /// Who answers, for `service`: what every `ServedBy` and `x-served-by` names.
+    pub fn identity(&self, service: &str) -> telemetry::Identity {
+        let host = || gethostname::gethostname().to_string_lossy().into_owned();
+        telemetry::Identity {
+            service: service.to_owned(),
+            version: self.service_version.clone(),
+            pod: self.pod_name.clone().unwrap_or_else(host),
+            node: self.node_name.clone().unwrap_or_else(host),
+            zone: self.zone.clone().unwrap_or_default(),
+            namespace: self.namespace.clone(),
+        }
+    }
+}
+
+fn version_label(raw: &str) -> Result<String, String> {
+    telemetry::validate_version(raw).map_err(|e| e.reason)?;
+    Ok(raw.to_owned())
 }
 
 /// The default `PRODUCT_SERVICE_ADDR`: the product Service in the mesh.

@@ -44,7 +44,8 @@ impl Identity {
     }
 }
 
-fn validate_version(v: &str) -> Result<(), ConfigError> {
+/// `SERVICE_VERSION` as Istio's `version` label wants it; the error names the variable.
+pub fn validate_version(v: &str) -> Result<(), ConfigError> {
     let ok = v.len() <= 63
         && v.starts_with('v')
         && v.len() > 1

@@ -65,7 +65,7 @@ pub fn release_free_memory(every: std::time::Duration) {
     // SAFETY: mi_collect only walks the calling thread's own heap and the allocator's free lists.
     unsafe { libmimalloc_sys::mi_collect(true) };
 }
-pub use identity::Identity;
+pub use identity::{Identity, validate_version};
 pub use metrics::GrpcMetrics;
 pub use prometheus;
 

@@ -96,7 +96,7 @@ impl Config {
 
     pub fn from_settings(s: Settings) -> Result<Self, ConfigError> {
         Ok(Self {
-            identity: Identity::from_env("frontend")?,
+            identity: s.service.identity("frontend"),
             bind_addr: s.service.bind_addr,
             port: s.service.port,
             metrics_port: s.service.metrics_port,

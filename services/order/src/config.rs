@@ -297,7 +297,7 @@ impl Config {
         let database = Database::from_url(s.database_url.as_deref(), &s.data.data_dir)?;
         let settle = SettleSettings::resolve(&s)?;
         Ok(Self {
-            identity: Identity::from_env("order")?,
+            identity: s.service.identity("order"),
             bind_addr: s.service.bind_addr,
             port: s.service.port,
             metrics_port: s.service.metrics_port,

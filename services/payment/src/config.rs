@@ -157,7 +157,7 @@ impl Config {
 
     pub fn from_settings(s: Settings) -> Result<Self, ConfigError> {
         Ok(Self {
-            identity: Identity::from_env("payment")?,
+            identity: s.service.identity("payment"),
             bind_addr: s.service.bind_addr,
             port: s.service.port,
             metrics_port: s.service.metrics_port,

@@ -43,7 +43,7 @@ impl Config {
 
     pub fn from_settings(s: Settings) -> Result<Self, ConfigError> {
         Ok(Self {
-            identity: Identity::from_env("product")?,
+            identity: s.service.identity("product"),
             bind_addr: s.service.bind_addr,
             port: s.service.port,
             metrics_port: s.service.metrics_port,
