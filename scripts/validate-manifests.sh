@@ -6,7 +6,7 @@
 #   scripts/validate-manifests.sh DIR|FILE…  those instead (a directory with a kustomization is
 #                                            rendered, any other directory is read recursively)
 #
-# Validators (see /work/shared/notes/offline-test-tools.md §6 for what each one catches):
+# Validators (what each one catches is said beside it below):
 #   kustomize            `kubectl kustomize` renders each kustomization (skipped without kubectl)
 #   kubernetes-validate  --strict over built-in kinds: types and unknown fields
 #   @kubernetes-models   pinned npm models over every other kind: Istio and Gateway API types,
@@ -113,7 +113,7 @@ else
 fi
 
 # @kubernetes-models: every other kind. `npm ci` installs exactly the lockfile: a plain install on
-# Node 20 silently picks old releases without networking.istio.io/v1 (notes §6c).
+# Node 20 silently picks old releases without networking.istio.io/v1.
 log="$work/node.log"
 # flock: parallel test runs must not run `npm ci` into the same directory at once.
 install_node_modules() {

@@ -48,7 +48,8 @@ fn principal_problem(m: &Manifests, principal: &str) -> Option<String> {
         .then(|| format!("ServiceAccount {ns}/{sa} is neither in the manifests nor generated for a Gateway"))
 }
 
-/// The ServiceAccount Istio creates for a Gateway's deployment (notes §2.4).
+/// The ServiceAccount Istio creates for a Gateway's deployment
+/// (Istio's automated deployment names it `<gateway name>-istio`).
 fn gateway_service_account(o: &Object, gw: &crate::model::gateway_api::Gateway) -> String {
     o.metadata
         .annotations

@@ -4,7 +4,8 @@ use super::Finding;
 use crate::model::gateway_api::Listener;
 use crate::model::{Manifests, Object};
 
-/// The Gateway of seed 001 (`shared/seeds/001_*.txt`), which the manifests must reproduce.
+/// The Gateway the suite is specified with (host, HTTPS listener, Secret), which the manifests
+/// must reproduce (docs/cluster.md).
 #[derive(Debug, Clone, Copy)]
 pub struct SeedGateway {
     pub namespace: &'static str,
