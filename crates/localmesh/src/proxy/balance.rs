@@ -19,7 +19,7 @@ struct ClusterOutlier {
     outlier: Outlier,
 }
 
-/// A cluster's name (`<service>|<subset>`), its traffic policy and its endpoints now.
+/// A cluster's name (`<service>|<subset>|<port>`), its traffic policy and its endpoints now.
 #[derive(Clone, Copy)]
 pub(crate) struct Cluster<'a> {
     pub name: &'a str,
