@@ -80,6 +80,11 @@ enum Command {
         /// most this often, e.g. 1s (Envoy's `memory_allocator_manager.memory_release_interval`).
         #[arg(long, default_value = "1s", value_parser = localmesh::duration::parse_positive)]
         memory_release_interval: std::time::Duration,
+        /// Worker threads of the gateway and sidecars, as Envoy's `--concurrency`: 0 gives one
+        /// per CPU (Envoy's default); 1 to 1024 exactly that many. On a machine the pods and
+        /// clients share, fewer threads spend less CPU per request (docs/local.md, "make bench").
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+        concurrency: u16,
         #[command(flatten)]
         connections: localmesh::proxy::listen::Limits,
         #[command(flatten)]
@@ -174,6 +179,7 @@ fn main() -> ExitCode {
             tap_buffer,
             ready_timeout_secs,
             memory_release_interval,
+            concurrency,
             connections,
             logs,
             access_log,
@@ -204,10 +210,16 @@ fn main() -> ExitCode {
                 logs,
                 human_log: human_log.clone(),
             };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .on_thread_park(move || telemetry::release_free_memory(memory_release_interval))
-                .build();
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            rt.enable_all()
+                .on_thread_park(move || telemetry::release_free_memory(memory_release_interval));
+            // Envoy binds each connection to one worker thread for its life (its threading model,
+            // envoyproxy.io/docs/envoy/latest/intro/arch_overview/intro/threading_model); tokio's
+            // workers steal tasks from each other instead, so fewer of them means fewer hand-offs.
+            if concurrency > 0 {
+                rt.worker_threads(usize::from(concurrency));
+            }
+            let rt = rt.build();
             let rt = match rt {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -356,3 +356,33 @@ fn output_json_and_human_choose_what_stdout_shows_whatever_it_is() {
     let log = std::fs::read_to_string(data.path().join("logs/localmesh.log")).expect("localmesh.log");
     assert!(log.contains(r#""message":"not emulated locally""#), "{log}");
 }
+
+/// The tokio worker threads of a process (named `tokio-rt-worker`).
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc/PID/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "tokio-rt-worker")
+        .count()
+}
+
+/// `--concurrency N` runs the gateway and sidecars on N worker threads, as Envoy's flag does;
+/// a value out of range is refused naming the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_sets_the_proxy_worker_threads() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut up = common::Up::start_on(data.path(), &common::root(), &[], &[("--concurrency", "1")]);
+    let mut client = ProductServiceClient::new(common::gateway_channel(&up.root, up.gateway).await);
+    let (version, _) = get(&mut client, false).await;
+    assert!(!version.is_empty(), "the gateway answers on one worker thread");
+    assert_eq!(worker_threads(up.pid()), 1, "--concurrency 1: one worker thread");
+    up.stop();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_localmesh"))
+        .args(["up", "--concurrency", "5000"])
+        .output()
+        .expect("localmesh runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--concurrency"), "{err}");
+}
