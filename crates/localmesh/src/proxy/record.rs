@@ -186,7 +186,6 @@ impl Record {
             .as_ref()
             .map_or(("-", "-"), |e| (e.pod.as_str(), e.version()));
         let destination = self.service.as_ref().map_or("-", |s| s.fqdn.as_str());
-        let trace_id = ctx.trace.trace_id.to_string();
         if ctx.access_log {
             tracing::info!(
                 target: crate::logs::ACCESS_TARGET,
@@ -203,7 +202,7 @@ impl Record {
                 destination_service = %destination,
                 duration_ms = duration_ms as u64,
                 request_id = %ctx.request_id,
-                trace_id = %trace_id,
+                trace_id = %ctx.trace.trace_id,
                 "access"
             );
         }
@@ -234,7 +233,7 @@ impl Record {
                 response_flags: self.flags.clone(),
                 latency_ms: (duration_ms * 1000.0).round() / 1000.0,
                 request_id: ctx.request_id.clone(),
-                trace_id,
+                trace_id: ctx.trace.trace_id.to_string(),
                 headers: ctx
                     .tap_headers
                     .iter()
