@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum $(PY_REQ) 2>/dev/null | cut -c1-12)
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
 
-build: ## release binaries of every service (target/release): optimised, built in parallel
+build: ## release binaries of every service (target/release): the bench's request path fully optimised, the rest lower, built in parallel
 	$(CARGO) build --release --workspace --bins
 
 dist: ## fully optimised binaries (target/dist: whole-program LTO), as in the images; for make bench

@@ -50,6 +50,9 @@ impl LabelSelector {
 }
 
 /// Whether every `key: value` of `wanted` is in `labels`.
+// Inline: localmesh calls it for each request when it picks endpoints, and this crate is built at
+// opt-level 0 in `release` (Cargo.toml); inlined, it is compiled at the caller's level.
+#[inline]
 pub fn labels_contain(labels: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> bool {
     wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
 }

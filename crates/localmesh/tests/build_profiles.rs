@@ -1,0 +1,66 @@
+//! The two build profiles of the workspace Cargo.toml, as cargo resolves them: `release` (what
+//! `make run` builds) keeps the code `make bench` runs at opt-level 3 and builds the rest lower,
+//! and `dist` (the images, `make bench`) builds every crate at opt-level 3.
+
+use std::path::Path;
+use std::process::Command;
+
+/// A dependency `release` builds at opt-level 0 (template caching in minijinja, never on a request).
+const LOWERED: &str = "memo-map";
+/// A dependency the request path runs through (integer formatting in headers and metrics).
+const HOT: &str = "itoa";
+
+/// The opt-level cargo gives each of `packages` under `profile`, read from its JSON messages.
+fn opt_levels(profile: &str, packages: &[&str]) -> Vec<(String, String)> {
+    let target = tempfile::tempdir().expect("a temporary target dir");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .env("CARGO_TARGET_DIR", target.path())
+        .args([
+            "build",
+            "--offline",
+            "--locked",
+            "--message-format=json",
+            "--profile",
+            profile,
+        ]);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    let out = cmd.output().expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cargo build --profile {profile}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut levels: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .filter_map(|m| {
+            let name = m["target"]["name"].as_str()?.replace('_', "-");
+            packages
+                .contains(&name.as_str())
+                .then(|| (name, m["profile"]["opt_level"].as_str().unwrap_or("?").to_owned()))
+        })
+        .collect();
+    levels.sort();
+    levels
+}
+
+#[test]
+fn release_lowers_only_what_no_bench_request_runs_and_dist_optimises_everything() {
+    assert_eq!(
+        opt_levels("release", &[LOWERED, HOT]),
+        vec![(HOT.to_owned(), "3".to_owned()), (LOWERED.to_owned(), "0".to_owned())],
+        "release"
+    );
+    // A custom profile inherits its parent's package overrides: were `dist` to inherit `release`,
+    // the lowered crates would stay lowered in the images.
+    assert_eq!(
+        opt_levels("dist", &[LOWERED, HOT]),
+        vec![(HOT.to_owned(), "3".to_owned()), (LOWERED.to_owned(), "3".to_owned())],
+        "dist"
+    );
+}
