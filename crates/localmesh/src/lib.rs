@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod build;
+pub mod cli;
 pub mod console;
 pub mod duration;
 mod error;

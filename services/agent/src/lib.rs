@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod cli;
 pub mod config;
 pub mod endpoint;
 pub mod metrics;

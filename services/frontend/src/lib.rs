@@ -20,3 +20,21 @@ pub mod views;
 
 pub use config::Config;
 pub use server::{Handle, spawn};
+
+/// The binary's body (`main.rs` only calls it). It lives in the library so that the server is
+/// compiled once, here, and not again for the binary: an optimised build does not share generic
+/// code between crates (docs/local.md, "Two build profiles").
+#[tokio::main]
+pub async fn main() -> std::process::ExitCode {
+    service_runtime::run_service(
+        "frontend",
+        Config::from_args(),
+        |c| c.identity.clone(),
+        async |cfg, telemetry, stop| {
+            let app = server::App::new(&cfg, telemetry.registry.clone())?;
+            let listeners = service_runtime::Listeners::bind(cfg.bind_addr, cfg.port, cfg.metrics_port).await?;
+            server::run(cfg, app, listeners, stop).await
+        },
+    )
+    .await
+}
