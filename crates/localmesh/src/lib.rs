@@ -12,6 +12,7 @@ pub mod cli;
 pub mod console;
 pub mod duration;
 mod error;
+pub mod gateway_client;
 pub mod grpc;
 pub mod identity;
 pub mod logs;

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
+use localmesh::gateway_client::GatewayTarget;
 use localmesh::verify::{self, HttpsAnswer, VerifyOptions};
 use opentelemetry_proto::tonic::common::v1::any_value;
 use proto::product::GetProductRequest;
@@ -37,9 +38,11 @@ const ORDER_SERVICES: [&str; 9] = [
 
 fn gateway(up: &Up) -> VerifyOptions {
     VerifyOptions {
-        target: format!("127.0.0.1:{}", up.gateway),
-        cacert: up.root.join("gateway/certs/ca.crt"),
-        authority: HOST.into(),
+        gateway: GatewayTarget {
+            target: format!("127.0.0.1:{}", up.gateway),
+            cacert: up.root.join("gateway/certs/ca.crt"),
+            authority: HOST.into(),
+        },
         n: 1,
         v2_share: 0.2,
         jaeger: format!("http://127.0.0.1:{}", up.console),

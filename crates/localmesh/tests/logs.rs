@@ -336,9 +336,11 @@ spec:
     let data = tempfile::tempdir().expect("tempdir");
     let up = common::Up::start_with(data.path(), &root, &[]);
     let options = localmesh::verify::VerifyOptions {
-        target: format!("127.0.0.1:{}", up.gateway),
-        cacert: root.join("gateway/certs/ca.crt"),
-        authority: localmesh::proxy::GATEWAY_HOST.into(),
+        gateway: localmesh::gateway_client::GatewayTarget {
+            target: format!("127.0.0.1:{}", up.gateway),
+            cacert: root.join("gateway/certs/ca.crt"),
+            authority: localmesh::proxy::GATEWAY_HOST.into(),
+        },
         n: 1,
         v2_share: 0.2,
         jaeger: String::new(),

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +19,9 @@ use hdrhistogram::Histogram;
 use proto::product::product_service_client::ProductServiceClient;
 use proto::product::{GetProductRequest, ListProductsRequest};
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
+use tonic::transport::Channel;
+
+use crate::gateway_client::GatewayTarget;
 
 mod report;
 mod streams;
@@ -43,15 +44,8 @@ pub const STREAMS_PER_CONNECTION: u32 = 100;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoadArgs {
-    /// The gateway's TLS listener.
-    #[arg(long, default_value = "127.0.0.1:8443")]
-    pub target: String,
-    /// The CA that signed the gateway certificate (`localmesh up` makes it).
-    #[arg(long, default_value = "gateway/certs/ca.crt")]
-    pub cacert: PathBuf,
-    /// The TLS server name and `:authority` (the Gateway listener's host).
-    #[arg(long, default_value = "sit-gateway.tcex.com.vn")]
-    pub authority: String,
+    #[command(flatten)]
+    pub gateway: GatewayTarget,
     /// Open loop: requests per second on a fixed timetable, whatever the responses' latency.
     #[arg(long, conflicts_with = "concurrency", value_parser = parse_rate)]
     pub rate: Option<f64>,
@@ -238,28 +232,17 @@ impl Plan {
 
 /// `count` HTTP/2 connections to the target, one client each.
 async fn connect(args: &LoadArgs, count: u32) -> anyhow::Result<Vec<ProductServiceClient<Channel>>> {
-    let scheme = if args.plaintext { "http" } else { "https" };
-    let origin: Uri = format!("{scheme}://{}", args.authority)
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--authority {}: {e}", args.authority))?;
-    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", args.target))
-        .map_err(|e| anyhow::anyhow!("--target {}: {e}", args.target))?
-        .origin(origin)
-        .connect_timeout(Duration::from_secs(5));
-    if !args.plaintext {
-        let ca = std::fs::read(&args.cacert).map_err(|e| anyhow::anyhow!("--cacert {}: {e}", args.cacert.display()))?;
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(ca))
-            .domain_name(args.authority.clone());
-        endpoint = endpoint.tls_config(tls)?;
-    }
+    let endpoint = args.gateway.endpoint(args.plaintext)?;
     let mut clients = Vec::new();
     for _ in 0..count {
         // One Endpoint::connect is one HTTP/2 connection.
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to {} ({}): {e:?}", args.target, args.authority))?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot connect to {} ({}): {e:?}",
+                args.gateway.target,
+                args.gateway.authority
+            )
+        })?;
         clients.push(ProductServiceClient::new(channel));
     }
     Ok(clients)
@@ -374,7 +357,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Summary> {
     let requests = h.len();
     let failed = requests - s.ok;
     Ok(Summary {
-        target: args.target.clone(),
+        target: args.gateway.target.clone(),
         mode,
         concurrency: args.rate.is_none().then(|| args.concurrency.unwrap_or(8)),
         rate: args.rate,

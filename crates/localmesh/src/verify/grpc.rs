@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use proto::product::product_service_client::ProductServiceClient;
 use proto::product::{AgentPing, GetProductRequest};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
+use tonic::transport::Channel;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
@@ -25,26 +25,16 @@ pub(super) fn status(what: &str, s: &tonic::Status) -> String {
 
 /// One HTTP/2 connection to the gateway.
 pub(super) async fn channel(o: &VerifyOptions) -> Result<Channel, String> {
-    let pem = std::fs::read(&o.cacert).map_err(|e| format!("cannot read {}: {e}", o.cacert.display()))?;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(pem))
-        .domain_name(o.authority.clone());
-    let origin: Uri = format!("https://{}", o.authority)
-        .parse()
-        .map_err(|e| format!("authority {}: {e}", o.authority))?;
-    Endpoint::from_shared(format!("https://{}", o.target))
-        .map_err(|e| format!("target {}: {e}", o.target))?
-        .origin(origin)
-        .connect_timeout(Duration::from_secs(5))
+    o.gateway
+        .endpoint(false)
+        .map_err(|e| format!("{e:#}"))?
         .timeout(Duration::from_secs(15))
-        .tls_config(tls)
-        .map_err(|e| format!("TLS config: {}", crate::error_chain(&e)))?
         .connect()
         .await
         .map_err(|e| {
             format!(
                 "cannot connect to the gateway at {}: {}",
-                o.target,
+                o.gateway.target,
                 crate::error_chain(&e)
             )
         })

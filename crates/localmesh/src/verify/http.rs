@@ -27,11 +27,13 @@ pub async fn https(
     body: &str,
 ) -> Result<HttpsAnswer, String> {
     let mut roots = rustls::RootCertStore::empty();
-    let certs =
-        CertificateDer::pem_file_iter(&o.cacert).map_err(|e| format!("cannot read {}: {e}", o.cacert.display()))?;
+    let certs = CertificateDer::pem_file_iter(&o.gateway.cacert)
+        .map_err(|e| format!("cannot read {}: {e}", o.gateway.cacert.display()))?;
     for c in certs {
-        let c = c.map_err(|e| format!("{}: {e}", o.cacert.display()))?;
-        roots.add(c).map_err(|e| format!("{}: {e}", o.cacert.display()))?;
+        let c = c.map_err(|e| format!("{}: {e}", o.gateway.cacert.display()))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("{}: {e}", o.gateway.cacert.display()))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
@@ -40,24 +42,33 @@ pub async fn https(
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let name = ServerName::try_from(o.authority.clone()).map_err(|e| format!("authority {}: {e}", o.authority))?;
-    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&o.target))
-        .await
-        .map_err(|_| format!("cannot connect to the gateway at {}: timed out", o.target))?
-        .map_err(|e| format!("cannot connect to the gateway at {}: {e}", o.target))?;
+    let name = ServerName::try_from(o.gateway.authority.clone())
+        .map_err(|e| format!("authority {}: {e}", o.gateway.authority))?;
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(&o.gateway.target),
+    )
+    .await
+    .map_err(|_| format!("cannot connect to the gateway at {}: timed out", o.gateway.target))?
+    .map_err(|e| format!("cannot connect to the gateway at {}: {e}", o.gateway.target))?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS handshake with {} as {}: {e}", o.target, o.authority))?;
+        .map_err(|e| {
+            format!(
+                "TLS handshake with {} as {}: {e}",
+                o.gateway.target, o.gateway.authority
+            )
+        })?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| format!("HTTP/1.1 handshake: {}", crate::error_chain(&e)))?;
     tokio::spawn(conn);
-    let port = o.target.rsplit_once(':').map(|(_, p)| p).unwrap_or("443");
+    let port = o.gateway.target.rsplit_once(':').map(|(_, p)| p).unwrap_or("443");
     let mut req = http::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", format!("{}:{port}", o.authority));
+        .header("host", format!("{}:{port}", o.gateway.authority));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }

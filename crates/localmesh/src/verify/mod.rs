@@ -11,6 +11,7 @@ pub use jaeger::check_order_trace;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::gateway_client::GatewayTarget;
 use crate::model::RouteAction;
 
 use frontend::{frontend_home, order_journey};
@@ -26,12 +27,8 @@ const JOURNEY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
-    /// The gateway's address, `HOST:PORT`.
-    pub target: String,
-    /// The CA that signed the gateway's certificate (PEM).
-    pub cacert: PathBuf,
-    /// `:authority` and SNI.
-    pub authority: String,
+    /// The gateway: its address, the CA that signed its certificate (PEM), `:authority` and SNI.
+    pub gateway: GatewayTarget,
     /// GetProduct calls for the split check.
     pub n: usize,
     /// The expected share of product v2 in the weighted split.
@@ -51,15 +48,8 @@ pub struct Row {
 /// `localmesh verify`'s flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct VerifyArgs {
-    /// The gateway's TLS listener.
-    #[arg(long, default_value = "127.0.0.1:8443")]
-    pub target: String,
-    /// The CA that signed the gateway certificate.
-    #[arg(long, default_value = "gateway/certs/ca.crt")]
-    pub cacert: PathBuf,
-    /// The gateway host: SNI, :authority and Host.
-    #[arg(long, default_value = "sit-gateway.tcex.com.vn")]
-    pub authority: String,
+    #[command(flatten)]
+    pub gateway: GatewayTarget,
     /// GetProduct calls over one connection for the weighted-split check.
     #[arg(short = 'n', default_value_t = 1000)]
     pub n: usize,
@@ -77,7 +67,7 @@ pub fn main(args: VerifyArgs) -> std::process::ExitCode {
     use std::process::ExitCode;
     let v2_share = match &args.root {
         None => DEFAULT_V2_SHARE,
-        Some(root) => match v2_share_from(root, &args.authority) {
+        Some(root) => match v2_share_from(root, &args.gateway.authority) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("localmesh verify: cannot read the weights from {}: {e}", root.display());
@@ -86,9 +76,7 @@ pub fn main(args: VerifyArgs) -> std::process::ExitCode {
         },
     };
     let opts = VerifyOptions {
-        target: args.target,
-        cacert: args.cacert,
-        authority: args.authority,
+        gateway: args.gateway,
         n: args.n,
         v2_share,
         jaeger: args.jaeger.trim_end_matches('/').to_string(),

@@ -44,7 +44,7 @@ fn defaults() {
     let c = Cli::try_parse_from(["x", "-H", "User-Type: premium"])
         .expect("parses")
         .load;
-    assert_eq!(c.target, "127.0.0.1:8443");
+    assert_eq!(c.gateway.target, "127.0.0.1:8443");
     assert_eq!(c.duration, Duration::from_secs(10));
     assert_eq!((c.rate, c.concurrency, c.connections), (None, None, 1));
     assert_eq!(c.mix.0.len(), 10);
